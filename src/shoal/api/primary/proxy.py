@@ -1,0 +1,166 @@
+"""Passing a client's request through to the engine that owns the object.
+
+Bodies stream both ways: a `docker logs -f` or `docker stats` response is forwarded
+chunk by chunk, an upload (`docker cp`, `docker load`) is sent on as it arrives.
+Hijacked calls get a connection of their own, spliced byte for byte with the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import quote
+
+import aiohttp
+
+from shoal.api.http import (
+    HTTPError,
+    Hijack,
+    Request,
+    Response,
+    StreamResponse,
+    splice,
+)
+from shoal.cluster.client import HOP_BY_HOP, EngineConnectionError, connection_error_text
+from shoal.cluster.cluster import Cluster, NotFound, Placed
+from shoal.cluster.engine import Engine
+
+#: Response headers an engine sets that describe the engine, not the object.
+ENGINE_ONLY_HEADERS = frozenset({"api-version", "docker-experimental", "ostype", "server", "date"})
+
+
+def find(cluster: Cluster, ref: str) -> Placed:
+    try:
+        return cluster.find_container(ref)
+    except NotFound:
+        raise HTTPError(404, f"No such container: {ref}") from None
+
+
+def find_healthy(cluster: Cluster, ref: str) -> Placed:
+    """A container whose engine can be talked to, as classic Swarm's proxy(c) requires."""
+    placed = find(cluster, ref)
+    if not placed.engine.healthy:
+        raise HTTPError(
+            500, f"Container {ref} running on unhealthy node {placed.engine.name}"
+        )
+    return placed
+
+
+def rewrite_target(request: Request, path: str) -> str:
+    """The client's target with a new path: version prefix and raw query kept."""
+    prefix = f"/v{request.api_version}" if request.api_version else ""
+    _, sep, query = request.target.partition("?")
+    return prefix + quote(path, safe="/:@!$&'()*+,;=-._~") + (sep + query if sep else "")
+
+
+def container_path(request: Request, ref: str, full_id: str) -> str:
+    """Swap the name the client used for the ID, so the engine never re-resolves it."""
+    return request.path.replace(ref, full_id, 1)
+
+
+async def forward(
+    engine: Engine,
+    request: Request,
+    target: str,
+    *,
+    after: Callable[[], Awaitable[object]] | None = None,
+    body: bytes | None = None,
+) -> Response | StreamResponse:
+    """Send the request on; small answers come back whole, streams chunk by chunk.
+
+    `after` runs once the engine has answered a complete body (a cache refresh, so the
+    next read through shoal sees the change), or when a streamed answer ends.
+    """
+    headers = [
+        (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
+    ]
+    data: bytes | AsyncIterator[bytes] | None = body
+    if body is None and not request.body_complete:
+        data = request.stream()
+    client = engine.client
+    try:
+        resp = await client.session.request(
+            request.method,
+            client.base_url + target,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=None),
+        )
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        text = connection_error_text(engine.address, exc)
+        engine.record_failure(text)
+        raise HTTPError(500, text) from exc
+    engine.record_success()
+    out_headers = [
+        (k, v)
+        for k, v in resp.headers.items()
+        if k.lower() not in HOP_BY_HOP
+        and k.lower() not in ENGINE_ONLY_HEADERS
+        and k.lower() != "content-type"
+    ]
+    content_type = resp.headers.get("Content-Type")
+    if resp.content_length is not None or resp.status in (204, 304) or request.method == "HEAD":
+        try:
+            raw = await resp.read()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise HTTPError(500, str(exc)) from exc
+        finally:
+            resp.release()
+        if after is not None:
+            await _quietly(after)
+        return Response(resp.status, raw, out_headers, content_type)
+    return StreamResponse(resp.status, _relay(resp, after), out_headers, content_type)
+
+
+async def _relay(
+    resp: aiohttp.ClientResponse, after: Callable[[], Awaitable[object]] | None
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in resp.content.iter_any():
+            yield chunk
+    except (aiohttp.ClientError, OSError):
+        return
+    finally:
+        resp.close()
+        if after is not None:
+            await _quietly(after)
+
+
+async def _quietly(after: Callable[[], Awaitable[object]]) -> None:
+    with contextlib.suppress(Exception):
+        await after()
+
+
+def rewrite_head(raw_head: bytes, target: str) -> bytes:
+    """The client's request head, byte for byte, with a new request target."""
+    line_end = raw_head.index(b"\r\n")
+    method, _, rest = raw_head[:line_end].partition(b" ")
+    _, _, version = rest.rpartition(b" ")
+    return method + b" " + target.encode() + b" " + version + raw_head[line_end:]
+
+
+def hijack(engine: Engine, target: str) -> Hijack:
+    """Splice the client with a fresh engine connection that carries its request."""
+
+    async def run(
+        request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            engine_reader, engine_writer = await engine.client.open_raw()
+        except EngineConnectionError as exc:
+            engine.record_failure(str(exc))
+            body = f'{{"message":"{exc}"}}\n'.encode()
+            writer.write(
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            return
+        engine_writer.write(rewrite_head(request.raw_head, target))
+        await splice(reader, writer, engine_reader, engine_writer)
+
+    return Hijack(run)

@@ -1,0 +1,446 @@
+"""The cluster: its engines, the indexes that resolve names, and scheduled creation.
+
+Engines report every cache change here (`container_changed`), so lookups by ID and
+by name are dictionary reads, never a walk over every engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal.cluster.client import EngineAddress, EngineClient, EngineConnectionError, EngineError
+from shoal.cluster.engine import Engine, EngineSettings, EngineState
+from shoal.cluster.events import EventBus
+from shoal.cluster.records import SWARM_ID_LABEL, Container, normalize_ref
+from shoal.discovery.base import Discovery, DiscoveryError
+from shoal.scheduler.node import Node, NodeContainer, NodeImage
+from shoal.scheduler.scheduler import Scheduler
+
+log = logging.getLogger("shoal.cluster")
+
+
+class NotFound(Exception):
+    """No object answers to the reference (or more than one does)."""
+
+
+class Conflict(Exception):
+    """A name is taken somewhere in the cluster."""
+
+
+@dataclass(slots=True)
+class Placed:
+    """A container and the engine that runs it: what every container route needs."""
+
+    engine: Engine
+    container: Container
+
+
+@dataclass(slots=True)
+class PendingCreate:
+    """A create in flight: concurrent schedules must see its name, ports and resources."""
+
+    name: str
+    engine: Engine
+    config: dict[str, Any]
+    swarm_id: str
+
+
+@dataclass(slots=True)
+class NodeCache:
+    generation: int
+    node: Node
+
+
+@dataclass
+class Cluster:
+    """All engines, kept current by discovery, and the cluster-wide operations on them."""
+
+    settings: EngineSettings
+    scheduler: Scheduler
+    bus: EventBus
+    ssl_context: ssl.SSLContext | None = None
+    create_retry: int = 0
+    engines: dict[str, Engine] = field(default_factory=dict)
+    by_id: dict[str, Placed] = field(default_factory=dict)
+    by_name: dict[str, list[Placed]] = field(default_factory=dict)
+    pending: dict[str, PendingCreate] = field(default_factory=dict)
+    #: exec ID -> container ID, for the `/exec/{id}` routes.
+    execs: dict[str, str] = field(default_factory=dict)
+    discovery_error: str = ""
+    _generation: dict[int, int] = field(default_factory=dict)
+    _node_cache: dict[int, NodeCache] = field(default_factory=dict)
+    _schedule_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    # -- discovery ----------------------------------------------------------------
+    def watch(self, discovery: Discovery) -> None:
+        task = asyncio.create_task(self._watch(discovery), name="discovery watch")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, discovery: Discovery) -> None:
+        async for entries in discovery.watch():
+            if isinstance(entries, DiscoveryError):
+                self.discovery_error = str(entries)
+                log.error("Discovery error: %s", entries)
+                continue
+            self.discovery_error = ""
+            await self.set_entries(entries)
+
+    async def set_entries(self, entries: Sequence[str]) -> None:
+        """Diff a discovery batch against the engines we have (spec 2.4)."""
+        wanted = dict.fromkeys(entries)
+        for entry in [e for e in self.engines if e not in wanted]:
+            await self.remove_engine(entry)
+        for entry in wanted:
+            if entry not in self.engines:
+                self.add_engine(entry)
+
+    def add_engine(self, entry: str) -> Engine | None:
+        try:
+            address = EngineAddress.parse(entry)
+        except ValueError as exc:
+            log.error("%s", exc)
+            return None
+        client = EngineClient(address, self.ssl_context)
+        engine = Engine(address, client, self.settings, self)
+        self.engines[entry] = engine
+        engine.start()
+        return engine
+
+    async def remove_engine(self, entry: str) -> None:
+        engine = self.engines.pop(entry, None)
+        if engine is None:
+            return
+        was_healthy = engine.healthy
+        await engine.stop()
+        for cid in list(engine.containers):
+            self._unindex(engine, engine.containers[cid])
+        if was_healthy:
+            self._publish_swarm_event(engine, "engine_disconnect")
+        log.info("Removed Engine %s", engine.name)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await asyncio.gather(*(e.stop() for e in self.engines.values()))
+        self.bus.close()
+
+    # -- engine listener ----------------------------------------------------------
+    def engine_validated(self, engine: Engine) -> str | None:
+        for other in self.engines.values():
+            if other is engine or other.specs.daemon_id != engine.specs.daemon_id:
+                continue
+            if other.state is EngineState.PENDING:
+                continue
+            log.error(
+                "ID duplicated. %s shared by %s and %s", engine.id, other.addr, engine.addr
+            )
+            return (
+                f"ID duplicated. {engine.specs.daemon_id} shared by this node {engine.addr} "
+                f"and another node {other.addr}"
+            )
+        return None
+
+    def engine_state_changed(self, engine: Engine, action: str) -> None:
+        self._touch(engine)
+        self._publish_swarm_event(engine, action)
+
+    def container_changed(
+        self, engine: Engine, old: Container | None, new: Container | None
+    ) -> None:
+        self._touch(engine)
+        if old is not None:
+            self._unindex(engine, old)
+        if new is not None:
+            placed = Placed(engine, new)
+            self.by_id[new.id] = placed
+            self.by_name.setdefault(new.name.lstrip("/"), []).append(placed)
+
+    def engine_event(self, engine: Engine, event: dict[str, Any]) -> None:
+        self.bus.publish(decorate_event(event, engine))
+
+    def _unindex(self, engine: Engine, container: Container) -> None:
+        placed = self.by_id.get(container.id)
+        if placed is not None and placed.engine is engine:
+            del self.by_id[container.id]
+        key = container.name.lstrip("/")
+        entries = self.by_name.get(key)
+        if entries:
+            entries[:] = [
+                p for p in entries if not (p.engine is engine and p.container.id == container.id)
+            ]
+            if not entries:
+                del self.by_name[key]
+
+    def _touch(self, engine: Engine) -> None:
+        key = id(engine)
+        self._generation[key] = self._generation.get(key, 0) + 1
+
+    def _publish_swarm_event(self, engine: Engine, action: str) -> None:
+        now = time.time()
+        event = {
+            "Type": "swarm",
+            "Action": action,
+            "status": action,
+            "id": engine.id,
+            "from": "swarm",
+            "Actor": {"ID": engine.id, "Attributes": {}},
+            "scope": "local",
+            "time": int(now),
+            "timeNano": int(now * 1e9),
+        }
+        self.bus.publish(decorate_event(event, engine))
+
+    # -- reads ----------------------------------------------------------------------
+    def active_engines(self) -> list[Engine]:
+        """Validated engines, healthy or not (pending ones have nothing cached)."""
+        return [e for e in self.engines.values() if e.state is not EngineState.PENDING]
+
+    def healthy_engines(self) -> list[Engine]:
+        return [e for e in self.engines.values() if e.healthy]
+
+    def containers(self) -> Iterator[Placed]:
+        return iter(self.by_id.values())
+
+    def engine_by_name(self, name: str) -> Engine | None:
+        for engine in self.engines.values():
+            if engine.specs.name == name or engine.id == name or engine.specs.daemon_id == name:
+                return engine
+        return None
+
+    def find_container(self, ref: str) -> Placed:
+        """Classic Swarm's resolution order (spec 3.3): ID, swarm ID, name, then prefix."""
+        if not ref:
+            raise NotFound(ref)
+        placed = self.by_id.get(ref)
+        if placed is not None:
+            return placed
+        if len(ref) == 12:
+            for p in self.by_id.values():
+                if p.container.id.startswith(ref):
+                    return p
+        for p in self.by_id.values():
+            sid = p.container.swarm_id
+            if sid and (sid == ref or (len(ref) == 12 and sid.startswith(ref))):
+                return p
+        candidates = self._by_name(ref)
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1:
+            raise NotFound(ref)
+        matches = [p for p in self.by_id.values() if p.container.id.startswith(ref)]
+        matches += [
+            p
+            for p in self.by_id.values()
+            if (p.container.swarm_id or "").startswith(ref)
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        raise NotFound(ref)
+
+    def _by_name(self, ref: str) -> list[Placed]:
+        bare = ref.lstrip("/")
+        found = list(self.by_name.get(bare, ()))
+        if "/" in bare:
+            node, _, name = bare.rpartition("/")
+            for p in self.by_name.get(name, ()):
+                if node in (p.engine.specs.name, p.engine.id) and p not in found:
+                    found.append(p)
+        return found
+
+    def find_exec(self, exec_id: str) -> Placed:
+        """The container an exec runs in: from creates seen here, else the inspects' ExecIDs."""
+        cid = self.execs.get(exec_id)
+        if cid is not None and cid in self.by_id:
+            return self.by_id[cid]
+        for placed in self.by_id.values():
+            if exec_id in (placed.container.inspect.get("ExecIDs") or ()):
+                return placed
+        raise NotFound(exec_id)
+
+    def name_taken(self, name: str) -> Container | None:
+        key = name.lstrip("/")
+        for p in self.by_name.get(key, ()):
+            return p.container
+        return None
+
+    # -- scheduling -----------------------------------------------------------------
+    def node_views(self) -> list[Node]:
+        """One scheduler view per active engine, rebuilt only when its cache changed."""
+        nodes: list[Node] = []
+        pending_by_engine: dict[int, list[PendingCreate]] = {}
+        for p in self.pending.values():
+            pending_by_engine.setdefault(id(p.engine), []).append(p)
+        for engine in self.active_engines():
+            key = id(engine)
+            generation = self._generation.get(key, 0)
+            cached = self._node_cache.get(key)
+            if cached is None or cached.generation != generation:
+                cached = NodeCache(generation, build_node(engine))
+                self._node_cache[key] = cached
+            node = cached.node
+            node.health = engine.health_indicator
+            extra = pending_by_engine.get(key)
+            if extra:
+                node = node.with_containers(
+                    *(NodeContainer.pending(p.config, "" if p.name.startswith("\0") else p.name) for p in extra)
+                )
+            nodes.append(node)
+        return nodes
+
+    def engine_for_node(self, node: Node) -> Engine:
+        for engine in self.engines.values():
+            if engine.id == node.id:
+                return engine
+        raise NotFound(node.id)
+
+    async def create_container(
+        self, config: dict[str, Any], name: str | None, auth: str | None
+    ) -> Placed:
+        """Schedule, then create on the first ranked node, trying the next on failure."""
+        async with self._schedule_lock:
+            if name:
+                taken = self.name_taken(name)
+                if taken is not None or name.lstrip("/") in self.pending:
+                    cid = taken.id if taken is not None else ""
+                    raise Conflict(
+                        f'Conflict. The container name "/{name.lstrip("/")}" is already in use '
+                        f'by container "{cid}". You have to remove (or rename) that container '
+                        "to be able to reuse that name."
+                    )
+            labels = config.setdefault("Labels", None) or {}
+            config["Labels"] = labels
+            if not labels.get(SWARM_ID_LABEL):
+                labels[SWARM_ID_LABEL] = self._new_swarm_id()
+            ranked = self.scheduler.select(config, self.node_views())
+            engines = [self.engine_for_node(n) for n in ranked]
+            key = name.lstrip("/") if name else "\0" + labels[SWARM_ID_LABEL]
+            self.pending[key] = PendingCreate(
+                key, engines[0], config, labels[SWARM_ID_LABEL]
+            )
+        try:
+            attempts = 1 + self.create_retry
+            last: Exception | None = None
+            for engine in engines[:attempts] or engines[:1]:
+                self.pending[key].engine = engine
+                try:
+                    return await self._create_on(engine, config, name, auth)
+                except (EngineError, EngineConnectionError) as exc:
+                    last = exc
+                    if isinstance(exc, EngineError) and exc.status in (400, 409):
+                        raise
+                    log.warning("Failed to create container: %s, retrying", exc)
+            assert last is not None
+            raise last
+        finally:
+            self.pending.pop(key, None)
+
+    async def _create_on(
+        self, engine: Engine, config: dict[str, Any], name: str | None, auth: str | None
+    ) -> Placed:
+        body = dict(config)
+        host_config = dict(body.get("HostConfig") or {})
+        cpus = int(host_config.get("CpuShares") or 0)
+        if cpus and engine.specs.cpus:
+            # Classic Swarm reads CpuShares as a CPU count and sends real shares.
+            host_config["CpuShares"] = -(-cpus * 1024 // engine.specs.cpus)
+        body["HostConfig"] = host_config
+        params = {"name": name} if name else None
+        try:
+            created = await engine.call("POST", "/containers/create", params=params, body=body)
+        except EngineError as exc:
+            if exc.status != 404 or not body.get("Image"):
+                raise
+            await self.pull_on(engine, str(body["Image"]), auth)
+            created = await engine.call("POST", "/containers/create", params=params, body=body)
+        container = await engine.refresh_container(created["Id"])
+        if container is None:
+            raise EngineError(500, "Container created but refresh didn't report it back")
+        return Placed(engine, container)
+
+    async def pull_on(self, engine: Engine, image: str, auth: str | None) -> None:
+        """Pull quietly on one engine, draining the progress stream to its end."""
+        repo, tag = split_image(image)
+        headers = {"X-Registry-Auth": auth} if auth else None
+        result = await engine.call(
+            "POST",
+            "/images/create",
+            params={"fromImage": repo, "tag": tag},
+            headers=headers,
+            timeout=None,
+        )
+        text = result if isinstance(result, str) else ""
+        if '"error"' in text:
+            message = text.rsplit('"error":', 1)[1].split('"', 2)[1]
+            raise EngineError(404, message)
+        await engine.refresh_images()
+
+    def _new_swarm_id(self) -> str:
+        while True:
+            candidate = secrets.token_hex(32)
+            if all(p.container.swarm_id != candidate for p in self.by_id.values()):
+                return candidate
+
+
+def split_image(image: str) -> tuple[str, str]:
+    """`repo[:tag][@digest]` into the fromImage/tag pair of a pull."""
+    if "@" in image:
+        repo, _, digest = image.partition("@")
+        return repo, digest
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    if colon > slash:
+        return image[:colon], image[colon + 1 :]
+    return image, "latest"
+
+
+def decorate_event(event: dict[str, Any], engine: Engine) -> dict[str, Any]:
+    """Add the node to an event the way classic Swarm does (spec 3.7)."""
+    out = dict(event)
+    node = {"Name": engine.name, "Id": engine.id, "Addr": engine.addr, "Ip": engine.ip}
+    if "from" in out:
+        out["from"] = f"{out['from']} node:{engine.name}"
+    actor = dict(out.get("Actor") or {})
+    attributes = dict(actor.get("Attributes") or {})
+    attributes.update(
+        {"node.name": engine.name, "node.id": engine.id, "node.addr": engine.addr, "node.ip": engine.ip}
+    )
+    actor["Attributes"] = attributes
+    out["Actor"] = actor
+    out["node"] = node
+    return out
+
+
+def build_node(engine: Engine) -> Node:
+    return Node(
+        id=engine.id,
+        name=engine.name,
+        addr=engine.addr,
+        labels=dict(engine.specs.labels),
+        health=engine.health_indicator,
+        total_cpus=engine.total_cpus,
+        total_memory=engine.total_memory,
+        containers=[
+            NodeContainer.from_inspect(c.inspect, engine.specs.cpus or 1)
+            for c in engine.containers.values()
+        ],
+        images=[
+            NodeImage(id=i.id, repo_tags=i.repo_tags, repo_digests=i.repo_digests)
+            for i in engine.images
+        ],
+    )
+
+
+__all__ = ["Cluster", "Conflict", "NotFound", "Placed", "normalize_ref", "split_image"]

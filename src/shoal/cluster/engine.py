@@ -1,0 +1,542 @@
+"""One dockerd as the cluster sees it: health, identity, and a cache kept current by events.
+
+An engine owns two background tasks once it is validated: the refresh loop (periodic
+full refresh, jittered so a thousand engines are not polled at once) and the event
+monitor (the engine's `/events` stream, resumed with `since` after a break so no
+event is lost). Both are cancelled by `stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shoal.cluster.client import (
+    EngineAddress,
+    EngineClient,
+    EngineConnectionError,
+    EngineError,
+)
+from shoal.cluster.records import (
+    Container,
+    EngineSpecs,
+    Image,
+    Network,
+    Volume,
+    parse_docker_time,
+)
+
+log = logging.getLogger("shoal.engine")
+
+#: Container events after which the cached inspect is stale (spec 3.7).
+REFRESH_EVENTS = frozenset(
+    {
+        "die",
+        "kill",
+        "oom",
+        "pause",
+        "start",
+        "restart",
+        "stop",
+        "unpause",
+        "rename",
+        "update",
+        "create",
+        "health_status",
+        "exec_create",
+    }
+)
+#: Container events that change nothing shoal caches.
+QUIET_EVENTS = frozenset(
+    {
+        "top",
+        "resize",
+        "export",
+        "exec_start",
+        "exec_detach",
+        "exec_die",
+        "attach",
+        "detach",
+        "extract-to-dir",
+        "copy",
+        "archive-path",
+    }
+)
+SPECS_MAX_AGE = 300.0
+INSPECT_CONCURRENCY = 8
+
+
+class EngineState(enum.Enum):
+    PENDING = "Pending"
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+    DISCONNECTED = "Disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """The manage flags that shape every engine's loops."""
+
+    refresh_min: float = 30.0
+    refresh_max: float = 60.0
+    failure_retry: int = 3
+    overcommit: float = 0.05
+
+
+class EngineListener(Protocol):
+    """What an engine tells its cluster; the cluster keeps cross-engine indexes from it."""
+
+    def engine_validated(self, engine: Engine) -> str | None: ...
+
+    def engine_state_changed(self, engine: Engine, action: str) -> None: ...
+
+    def container_changed(
+        self, engine: Engine, old: Container | None, new: Container | None
+    ) -> None: ...
+
+    def engine_event(self, engine: Engine, event: dict[str, Any]) -> None: ...
+
+
+class Engine:
+    """A Docker engine: its connection, state machine and cached objects."""
+
+    def __init__(
+        self,
+        address: EngineAddress,
+        client: EngineClient,
+        settings: EngineSettings,
+        listener: EngineListener,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.address = address
+        self.client = client
+        self.settings = settings
+        self.listener = listener
+        self.clock = clock
+        self.state = EngineState.PENDING
+        self.specs = EngineSpecs()
+        self.error = ""
+        self.updated_at = clock()
+        self.specs_at = 0.0
+        self.failure_count = 0
+        self.ip = address.host or "127.0.0.1"
+        self.containers: dict[str, Container] = {}
+        self.images: list[Image] = []
+        self.networks: dict[str, Network] = {}
+        self.volumes: dict[str, Volume] = {}
+        self._last_event_nano = 0
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._main: asyncio.Task[None] | None = None
+
+    # -- identity ---------------------------------------------------------------
+    @property
+    def addr(self) -> str:
+        return self.address.display
+
+    @property
+    def name(self) -> str:
+        return self.specs.name or "(unknown)"
+
+    @property
+    def id(self) -> str:
+        """Classic Swarm's engine ID: the daemon ID and the address (spec 5.1)."""
+        return f"{self.specs.daemon_id}|{self.addr}" if self.specs.daemon_id else ""
+
+    @property
+    def healthy(self) -> bool:
+        return self.state is EngineState.HEALTHY
+
+    @property
+    def health_indicator(self) -> int:
+        retry = self.settings.failure_retry
+        if self.state is not EngineState.HEALTHY or self.failure_count >= retry:
+            return 0
+        return 100 - self.failure_count * 100 // retry
+
+    @property
+    def total_cpus(self) -> int:
+        pct = int(self.settings.overcommit * 100)
+        return self.specs.cpus + self.specs.cpus * pct // 100
+
+    @property
+    def total_memory(self) -> int:
+        pct = int(self.settings.overcommit * 100)
+        return self.specs.memory + self.specs.memory * pct // 100
+
+    def node_json(self) -> dict[str, Any]:
+        """The `Node` object classic Swarm adds to inspect and events."""
+        return {
+            "ID": self.id,
+            "IP": self.ip,
+            "Addr": self.addr,
+            "Name": self.name,
+            "Cpus": self.specs.cpus,
+            "Memory": self.specs.memory,
+            "Labels": dict(self.specs.labels),
+        }
+
+    # -- lifecycle --------------------------------------------------------------
+    def start(self) -> None:
+        self._main = asyncio.create_task(self._run(), name=f"engine {self.address.entry}")
+
+    async def stop(self) -> None:
+        """Cancel every task this engine owns and close its connections."""
+        tasks = [t for t in (self._main, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        self.state = EngineState.DISCONNECTED
+        await self.client.close()
+
+    def wake(self) -> None:
+        """End the refresh loop's wait now (used when an engine came back)."""
+        self._wake.set()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self) -> None:
+        await self._validate_until_done()
+        self._spawn(self._monitor_events(), f"events {self.address.entry}")
+        await self._refresh_loop()
+
+    async def _validate_until_done(self) -> None:
+        """Pending engines are retried with backoff until they answer like an engine."""
+        attempt = 0
+        while True:
+            try:
+                await self._validate()
+                return
+            except (EngineConnectionError, EngineError, ValueError) as exc:
+                attempt += 1
+                self.error = str(exc)
+                self.updated_at = self.clock()
+                log.warning("engine %s validation failed: %s", self.address.entry, exc)
+                delay = min(self.settings.refresh_min * (2 ** min(attempt - 1, 8)), 3600.0)
+                await asyncio.sleep(delay * (0.9 + 0.2 * random.random()))
+
+    async def _validate(self) -> None:
+        await self.update_specs()
+        if not self.specs.cpus or not self.specs.memory:
+            raise ValueError(
+                "cannot get resources for this engine, make sure "
+                f"{self.addr} is a Docker Engine, not a Swarm manager"
+            )
+        self._last_event_nano = int(self.clock() * 1e9)
+        await self.refresh_all()
+        duplicate = self.listener.engine_validated(self)
+        if duplicate:
+            raise ValueError(duplicate)
+        self.state = EngineState.HEALTHY
+        self.failure_count = 0
+        self.error = ""
+        log.info("Registered Engine %s at %s", self.name, self.addr)
+        self.listener.engine_state_changed(self, "engine_connect")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            backoff = min(max(self.failure_count - self.settings.failure_retry, 0), 1000)
+            spread = max(self.settings.refresh_max - self.settings.refresh_min, 0.0)
+            delay = self.settings.refresh_min * (1 + backoff) + random.random() * spread
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            try:
+                if (
+                    not self.healthy
+                    or self.clock() - self.specs_at > SPECS_MAX_AGE
+                ):
+                    await self.update_specs()
+                await self.refresh_all()
+            except (EngineConnectionError, EngineError) as exc:
+                log.debug("refresh of %s failed: %s", self.name, exc)
+
+    # -- health -----------------------------------------------------------------
+    def record_success(self) -> None:
+        self.updated_at = self.clock()
+        self.error = ""
+        if self.state is EngineState.UNHEALTHY:
+            log.info(
+                "Engine came back to life after %d retries. Hooray! (%s)",
+                self.failure_count,
+                self.name,
+            )
+            self.state = EngineState.HEALTHY
+            self.failure_count = 0
+            self.listener.engine_state_changed(self, "engine_reconnect")
+            self.wake()
+        self.failure_count = 0
+
+    def record_failure(self, error: str) -> None:
+        self.failure_count += 1
+        self.error = error
+        self.updated_at = self.clock()
+        if (
+            self.state is EngineState.HEALTHY
+            and self.failure_count >= self.settings.failure_retry
+        ):
+            log.error(
+                "Flagging engine as unhealthy. Connect failed %d times (%s)",
+                self.failure_count,
+                self.name,
+            )
+            self.state = EngineState.UNHEALTHY
+            self.listener.engine_state_changed(self, "engine_disconnect")
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """An engine call whose outcome feeds the health counters."""
+        try:
+            result = await self.client.call(method, path, **kwargs)
+        except EngineConnectionError as exc:
+            self.record_failure(str(exc))
+            raise
+        if self.state is not EngineState.PENDING:
+            self.record_success()
+        return result
+
+    # -- specs ------------------------------------------------------------------
+    async def update_specs(self) -> None:
+        version = await self.call("GET", "/version", versioned=False)
+        self.client.set_api_version(str(version.get("ApiVersion", "")))
+        info = await self.call("GET", "/info")
+        specs = EngineSpecs(
+            daemon_id=str(info.get("ID", "")),
+            name=str(info.get("Name", "")),
+            cpus=int(info.get("NCPU") or 0),
+            memory=int(info.get("MemTotal") or 0),
+            version=str(info.get("ServerVersion") or version.get("Version", "")),
+            api_version=str(version.get("ApiVersion", "")),
+            min_api_version=str(version.get("MinAPIVersion", "")),
+            os_type=str(info.get("OSType") or "linux"),
+            labels=engine_labels(info),
+        )
+        system_time = parse_docker_time(info.get("SystemTime"))
+        if system_time:
+            skew = self.clock() - system_time
+            specs.clock_skew = skew if abs(skew) >= 2 else 0.0
+            if specs.clock_skew:
+                log.warning(
+                    "Engine %s has unsynchronized systime with swarm, please synchronize it.",
+                    specs.name,
+                )
+        if (
+            self.specs.daemon_id
+            and specs.daemon_id != self.specs.daemon_id
+            and self.state is not EngineState.PENDING
+        ):
+            self.state = EngineState.PENDING
+            self.error = (
+                f"Engine (ID: {self.specs.daemon_id}, Addr: {self.addr}) shows up with "
+                f"another ID:{specs.daemon_id}. Please remove it from cluster, it can be "
+                "added back."
+            )
+            raise ValueError(self.error)
+        self.specs = specs
+        self.specs_at = self.clock()
+
+    # -- cache ------------------------------------------------------------------
+    async def refresh_all(self) -> None:
+        await self.refresh_containers()
+        await asyncio.gather(self.refresh_images(), self.refresh_networks(), self.refresh_volumes())
+
+    async def refresh_containers(self) -> None:
+        """List, then inspect only what is new or changed state since the last look."""
+        listing = await self.call("GET", "/containers/json", params={"all": "1"}, timeout=30.0)
+        seen: set[str] = set()
+        stale: list[str] = []
+        for item in listing or []:
+            cid = item["Id"]
+            seen.add(cid)
+            cached = self.containers.get(cid)
+            if (
+                cached is None
+                or cached.status != item.get("State")
+                or cached.status == "restarting"
+                or cached.name not in (item.get("Names") or [cached.name])
+            ):
+                stale.append(cid)
+        for cid in [c for c in self.containers if c not in seen]:
+            self._set_container(cid, None)
+        semaphore = asyncio.Semaphore(INSPECT_CONCURRENCY)
+
+        async def inspect(cid: str) -> None:
+            async with semaphore:
+                await self.refresh_container(cid)
+
+        await asyncio.gather(*(inspect(cid) for cid in stale))
+
+    async def refresh_container(self, cid: str) -> Container | None:
+        """Full inspect of one container; gone on the engine means gone from the cache."""
+        try:
+            data = await self.call("GET", f"/containers/{cid}/json")
+        except EngineError as exc:
+            if exc.status == 404:
+                self._set_container(cid, None)
+                return None
+            raise
+        self._adjust_times(data)
+        container = Container(data, engine_cpus=self.specs.cpus or 1)
+        self._set_container(container.id, container)
+        return container
+
+    def _adjust_times(self, data: dict[str, Any]) -> None:
+        """Shift engine timestamps by the measured clock skew (spec 5.3)."""
+        skew = self.specs.clock_skew
+        if not skew:
+            return
+        from datetime import UTC, datetime
+
+        def shift(value: str | None) -> str | None:
+            stamp = parse_docker_time(value)
+            if not stamp:
+                return value
+            return datetime.fromtimestamp(stamp + skew, UTC).isoformat().replace("+00:00", "Z")
+
+        data["Created"] = shift(data.get("Created"))
+        state = data.get("State") or {}
+        for key in ("StartedAt", "FinishedAt"):
+            if key in state:
+                state[key] = shift(state[key])
+
+    def _set_container(self, cid: str, container: Container | None) -> None:
+        old = self.containers.get(cid)
+        if container is None:
+            if old is None:
+                return
+            del self.containers[cid]
+        else:
+            self.containers[cid] = container
+        self.listener.container_changed(self, old, container)
+
+    def forget_container(self, cid: str) -> None:
+        self._set_container(cid, None)
+
+    async def refresh_images(self) -> None:
+        listing = await self.call("GET", "/images/json", params={"all": "1"}, timeout=30.0)
+        self.images = [Image(item) for item in listing or []]
+
+    async def refresh_networks(self) -> None:
+        listing = await self.call("GET", "/networks", timeout=30.0)
+        self.networks = {n["Id"]: Network(n) for n in listing or []}
+
+    async def refresh_network(self, nid: str) -> None:
+        try:
+            data = await self.call("GET", f"/networks/{nid}")
+        except EngineError as exc:
+            if exc.status == 404:
+                self.networks.pop(nid, None)
+                return
+            raise
+        self.networks[data["Id"]] = Network(data)
+
+    async def refresh_volumes(self) -> None:
+        listing = await self.call("GET", "/volumes", timeout=30.0)
+        self.volumes = {v["Name"]: Volume(v) for v in (listing or {}).get("Volumes") or []}
+
+    # -- events -----------------------------------------------------------------
+    async def _monitor_events(self) -> None:
+        """Follow `/events`, resuming from the last event seen after any break."""
+        failures = 0
+        while True:
+            params = {"since": f"{self._last_event_nano / 1e9:.9f}"}
+            try:
+                async for event in self.client.stream_lines("/events", params=params):
+                    if failures:
+                        failures = 0
+                    self.record_success()
+                    await self._handle_event(event)
+                # A clean end of stream: the daemon is going away.
+                raise EngineConnectionError(f"event stream of {self.addr} ended")
+            except EngineConnectionError as exc:
+                failures += 1
+                self.record_failure(str(exc))
+            except EngineError as exc:
+                failures += 1
+                log.warning("event stream of %s failed: %s", self.name, exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not end the monitor for good
+                failures += 1
+                log.exception("event monitor of %s crashed; restarting", self.name)
+            await asyncio.sleep(min(failures, 10) if failures > 1 else 0.5)
+            if self.state is not EngineState.HEALTHY:
+                # Probe: a successful call brings the engine back (engine_reconnect).
+                with contextlib.suppress(EngineConnectionError, EngineError, ValueError):
+                    await self.update_specs()
+                    if self.state is EngineState.UNHEALTHY:
+                        self.record_success()
+                    await self.refresh_all()
+
+    async def _handle_event(self, event: dict[str, Any]) -> None:
+        nano = int(event.get("timeNano") or 0)
+        if nano > self._last_event_nano:
+            self._last_event_nano = nano
+        kind = event.get("Type") or "container"
+        action = str(event.get("Action") or event.get("status") or "")
+        actor = event.get("Actor") or {}
+        oid = str(actor.get("ID") or event.get("id") or "")
+        try:
+            if kind == "container" and oid:
+                base = action.split(":", 1)[0]
+                if base == "destroy":
+                    self.forget_container(oid)
+                elif base in REFRESH_EVENTS:
+                    await self.refresh_container(oid)
+                elif base not in QUIET_EVENTS:
+                    await self.refresh_container(oid)
+                if base == "commit":
+                    await self.refresh_images()
+            elif kind == "image":
+                await self.refresh_images()
+            elif kind == "network" and oid:
+                await self.refresh_network(oid)
+                if action in ("connect", "disconnect"):
+                    cid = (actor.get("Attributes") or {}).get("container")
+                    if cid:
+                        await self.refresh_container(cid)
+            elif kind == "volume":
+                await self.refresh_volumes()
+            elif kind == "daemon" and action == "reload":
+                await self.update_specs()
+        except EngineError as exc:
+            log.debug("refresh after event %s/%s failed: %s", kind, action, exc)
+        self.listener.engine_event(self, event)
+
+
+def engine_labels(info: dict[str, Any]) -> dict[str, str]:
+    """Built-in labels for constraints, then the daemon's own (spec 5.2)."""
+    labels: dict[str, str] = {}
+    for key, field_name in (
+        ("storagedriver", "Driver"),
+        ("kernelversion", "KernelVersion"),
+        ("operatingsystem", "OperatingSystem"),
+        ("ostype", "OSType"),
+    ):
+        if info.get(field_name):
+            labels[key] = str(info[field_name])
+    for entry in info.get("Labels") or []:
+        key, sep, value = str(entry).partition("=")
+        if not sep:
+            raise ValueError(f"daemon label {entry!r} is not of the form key=value")
+        if key == "node":
+            log.warning("Engine label 'node' is reserved for the node name; ignored")
+            continue
+        if key in labels:
+            log.warning("Engine label %r may not override a built-in label; ignored", key)
+            continue
+        labels[key] = value
+    return labels

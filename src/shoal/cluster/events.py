@@ -1,0 +1,81 @@
+"""Fan-out of cluster events to `/events` subscribers, with a short history for `since`."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+log = logging.getLogger("shoal.events")
+
+SUBSCRIBER_LIMIT = 10_000
+HISTORY = 4096
+
+
+class Subscription:
+    """One `/events` listener: a bounded queue; a listener that falls behind is dropped."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SUBSCRIBER_LIMIT)
+        self.dropped = False
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            event = await self.queue.get()
+            if event is None:
+                return
+            yield event
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self)
+
+
+class EventBus:
+    """Every engine's events and shoal's own, delivered in arrival order to each subscriber."""
+
+    def __init__(self) -> None:
+        self._subscribers: set[Subscription] = set()
+        self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY)
+
+    @property
+    def listeners(self) -> int:
+        return len(self._subscribers)
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self)
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.history.append(event)
+        for sub in list(self._subscribers):
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                log.warning("dropping a slow events subscriber")
+                sub.dropped = True
+                self._subscribers.discard(sub)
+                self._end(sub)
+
+    def close(self) -> None:
+        for sub in list(self._subscribers):
+            self._end(sub)
+        self._subscribers.clear()
+
+    @staticmethod
+    def _end(sub: Subscription) -> None:
+        try:
+            sub.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            # Make room for the end marker: the subscriber is being cut off anyway.
+            sub.queue.get_nowait()
+            sub.queue.put_nowait(None)

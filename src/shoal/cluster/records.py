@@ -1,0 +1,325 @@
+"""Cached engine objects, parsed once at the edge so reads never re-walk raw JSON."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+SWARM_ID_LABEL = "com.docker.swarm.id"
+
+
+_TIME_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$")
+
+
+def parse_docker_time(value: str | None) -> float:
+    """Docker's RFC 3339 timestamps carry nanoseconds, which `fromisoformat` refuses."""
+    if not value or value.startswith("0001-01-01"):
+        return 0.0
+    match = _TIME_RE.match(value)
+    if not match:
+        return 0.0
+    whole, frac, zone = match.groups()
+    stamp = datetime.fromisoformat(whole + (zone if zone and zone != "Z" else "+00:00"))
+    return stamp.timestamp() + (float("0" + frac) if frac else 0.0)
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's go-units HumanDuration, so `docker ps` reads the same through shoal."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(round(seconds / 3600))
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def container_status(state: dict[str, Any], now: float) -> str:
+    """The `Status` column, computed at read time: a cached string would go stale."""
+    status = state.get("Status", "")
+    if status == "running" or state.get("Running"):
+        if state.get("Restarting"):
+            ago = human_duration(now - parse_docker_time(state.get("FinishedAt")))
+            return f"Restarting ({state.get('ExitCode', 0)}) {ago} ago"
+        up = f"Up {human_duration(now - parse_docker_time(state.get('StartedAt')))}"
+        if state.get("Paused"):
+            return up + " (Paused)"
+        health = (state.get("Health") or {}).get("Status")
+        if health and health != "none":
+            return f"{up} ({'health: starting' if health == 'starting' else health})"
+        return up
+    if status == "restarting":
+        ago = human_duration(now - parse_docker_time(state.get("FinishedAt")))
+        return f"Restarting ({state.get('ExitCode', 0)}) {ago} ago"
+    if status == "removing":
+        return "Removal In Progress"
+    if status == "dead":
+        return "Dead"
+    if status == "created":
+        return "Created"
+    if status == "exited" or parse_docker_time(state.get("FinishedAt")):
+        ago = human_duration(now - parse_docker_time(state.get("FinishedAt")))
+        return f"Exited ({state.get('ExitCode', 0)}) {ago} ago"
+    return ""
+
+
+def bytes_size(n: float) -> str:
+    """go-units BytesSize ("20 MiB", "2.053 GiB"), as classic Swarm prints reservations."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    i = 0
+    value = float(n)
+    while value >= 1024 and i < len(units) - 1:
+        value /= 1024
+        i += 1
+    text = f"{value:.4g}"
+    return f"{text} {units[i]}"
+
+
+@dataclass(slots=True)
+class Container:
+    """One container as its engine last reported it (a full inspect)."""
+
+    inspect: dict[str, Any]
+    engine_cpus: int = 1
+
+    @property
+    def id(self) -> str:
+        return str(self.inspect["Id"])
+
+    @property
+    def name(self) -> str:
+        """The name with its leading slash, as engines store it."""
+        return str(self.inspect.get("Name") or "")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.inspect.get("Config") or {}
+
+    @property
+    def host_config(self) -> dict[str, Any]:
+        return self.inspect.get("HostConfig") or {}
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.inspect.get("State") or {}
+
+    @property
+    def status(self) -> str:
+        return str(self.state.get("Status", ""))
+
+    @property
+    def running(self) -> bool:
+        return bool(self.state.get("Running"))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.config.get("Labels") or {}
+
+    @property
+    def swarm_id(self) -> str | None:
+        return self.labels.get(SWARM_ID_LABEL)
+
+    @property
+    def image(self) -> str:
+        return str(self.config.get("Image") or "")
+
+    @property
+    def created(self) -> float:
+        return parse_docker_time(self.inspect.get("Created"))
+
+    @property
+    def reserved_cpus(self) -> int:
+        """Classic Swarm's CPU reservation: CpuShares read back as a CPU count (spec 5.4)."""
+        hc = self.host_config
+        shares = int(hc.get("CpuShares") or 0)
+        nano = int(hc.get("NanoCpus") or 0)
+        cpus = shares * self.engine_cpus // 1024
+        if nano:
+            cpus = max(cpus, math.ceil(nano / 1e9))
+        return cpus
+
+    @property
+    def reserved_memory(self) -> int:
+        return int(self.host_config.get("Memory") or 0)
+
+    def summary(self, now: float) -> dict[str, Any]:
+        """The `GET /containers/json` shape, derived from the inspect so one cache serves both."""
+        inspect = self.inspect
+        config = self.config
+        state = self.state
+        settings = inspect.get("NetworkSettings") or {}
+        path = inspect.get("Path") or ""
+        args = inspect.get("Args") or []
+        command = " ".join([path, *args]) if path else " ".join(args)
+        return {
+            "Id": self.id,
+            "Names": [self.name],
+            "Image": config.get("Image", ""),
+            "ImageID": inspect.get("Image", ""),
+            "Command": command,
+            "Created": int(self.created),
+            "Ports": ports_summary(settings.get("Ports") or {}),
+            "Labels": self.labels,
+            "State": state.get("Status", ""),
+            "Status": container_status(state, now),
+            "HostConfig": {"NetworkMode": self.host_config.get("NetworkMode", "")},
+            "NetworkSettings": {"Networks": settings.get("Networks") or {}},
+            "Mounts": [
+                {
+                    k: m.get(k)
+                    for k in (
+                        "Type",
+                        "Name",
+                        "Source",
+                        "Destination",
+                        "Driver",
+                        "Mode",
+                        "RW",
+                        "Propagation",
+                    )
+                    if k in m
+                }
+                for m in inspect.get("Mounts") or []
+            ],
+        }
+
+
+def ports_summary(ports: dict[str, Any]) -> list[dict[str, Any]]:
+    """Inspect's port map flattened the way `docker ps` expects it."""
+    out: list[dict[str, Any]] = []
+    for spec, bindings in ports.items():
+        port, _, proto = spec.partition("/")
+        if not bindings:
+            out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+            continue
+        for b in bindings:
+            entry: dict[str, Any] = {"IP": b.get("HostIp", ""), "PrivatePort": int(port)}
+            if b.get("HostPort"):
+                entry["PublicPort"] = int(b["HostPort"])
+            entry["Type"] = proto or "tcp"
+            out.append(entry)
+    return out
+
+
+@dataclass(slots=True)
+class Image:
+    """One image in an engine's `GET /images/json?all=1` listing."""
+
+    summary: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.summary["Id"])
+
+    @property
+    def repo_tags(self) -> list[str]:
+        return [t for t in self.summary.get("RepoTags") or [] if t != "<none>:<none>"]
+
+    @property
+    def repo_digests(self) -> list[str]:
+        return [d for d in self.summary.get("RepoDigests") or [] if d != "<none>@<none>"]
+
+    def matches(self, ref: str) -> bool:
+        """Classic Swarm's image match: ID or prefix, repo:tag (latest implied), or digest."""
+        if not ref:
+            return False
+        bare = self.id.removeprefix("sha256:")
+        wanted = ref.removeprefix("sha256:")
+        if len(wanted) > 2 and bare.startswith(wanted) and all(
+            c in "0123456789abcdef" for c in wanted
+        ):
+            return True
+        if "@" in ref:
+            return ref in self.repo_digests or any(
+                normalize_ref(d) == normalize_ref(ref) for d in self.repo_digests
+            )
+        full = normalize_ref(ref)
+        return any(normalize_ref(tag) == full for tag in self.repo_tags)
+
+
+def normalize_ref(ref: str) -> str:
+    """`busybox`, `library/busybox:latest` and `docker.io/library/busybox` name one image."""
+    name, digest_sep, digest = ref.partition("@")
+    tag = ""
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1 :]
+    for prefix in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+    if name.startswith("library/"):
+        name = name[len("library/") :]
+    if digest_sep:
+        return f"{name}@{digest}"
+    return f"{name}:{tag or 'latest'}"
+
+
+@dataclass(slots=True)
+class Network:
+    """One network as its engine reports it."""
+
+    inspect: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.inspect["Id"])
+
+    @property
+    def name(self) -> str:
+        return str(self.inspect.get("Name", ""))
+
+    @property
+    def scope(self) -> str:
+        return str(self.inspect.get("Scope", "local"))
+
+
+@dataclass(slots=True)
+class Volume:
+    """One volume as its engine reports it."""
+
+    inspect: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.inspect.get("Name", ""))
+
+    @property
+    def driver(self) -> str:
+        return str(self.inspect.get("Driver", "local"))
+
+
+@dataclass(slots=True)
+class EngineSpecs:
+    """What `/info` and `/version` say about an engine: identity and resources."""
+
+    daemon_id: str = ""
+    name: str = ""
+    cpus: int = 0
+    memory: int = 0
+    version: str = ""
+    api_version: str = ""
+    min_api_version: str = ""
+    os_type: str = "linux"
+    labels: dict[str, str] = field(default_factory=dict)
+    clock_skew: float = 0.0
