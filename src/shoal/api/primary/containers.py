@@ -18,7 +18,7 @@ from shoal.api.primary.proxy import (
     rewrite_target,
 )
 from shoal.api.primary.system import parse_filters
-from shoal.api.router import Router
+from shoal.api.router import RouteHandler, Router
 from shoal.cluster.client import EngineConnectionError, EngineError
 from shoal.cluster.cluster import Conflict, Placed
 from shoal.cluster.engine import Engine
@@ -120,6 +120,35 @@ def match_list_filters(
     return True
 
 
+#: Fields shoal itself reads from a create body, with the JSON types Docker accepts.
+CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "Image": (str,),
+    "Cmd": (list, str),
+    "Entrypoint": (list, str),
+    "Env": (list,),
+    "Labels": (dict,),
+    "HostConfig": (dict,),
+    "NetworkingConfig": (dict,),
+    "ExposedPorts": (dict,),
+}
+
+
+def check_config_types(body: dict[str, Any]) -> None:
+    """Refuse a body whose fields have the wrong JSON types, as dockerd's decoder would."""
+    for key, types in CONFIG_TYPES.items():
+        value = body.get(key)
+        if value is not None and not isinstance(value, types):
+            raise HTTPError(
+                400, f"json: cannot unmarshal {type(value).__name__} into field {key}"
+            )
+    env = body.get("Env") or []
+    if not all(isinstance(e, str) for e in env):
+        raise HTTPError(400, "json: cannot unmarshal non-string into field Env")
+    labels = body.get("Labels") or {}
+    if not all(isinstance(v, str) for v in labels.values()):
+        raise HTTPError(400, "json: cannot unmarshal non-string into field Labels")
+
+
 def _search(pattern: str, text: str) -> bool:
     try:
         return re.search(pattern, text) is not None
@@ -139,7 +168,7 @@ def register(router: Router, ctx: ApiContext) -> None:
             raise HTTPError(400, "invalid value for limit") from None
         refs: dict[str, float] = {}
         for key in ("before", "since"):
-            ref = request.arg(key) or (filters.get(key) or [None])[0]
+            ref = request.arg(key) or next(iter(filters.get(key) or []), None)
             if ref:
                 refs[key] = find(cluster, ref).container.created
                 filters[key] = [ref]
@@ -194,6 +223,7 @@ def register(router: Router, ctx: ApiContext) -> None:
                 400,
                 f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
             )
+        check_config_types(body)
         if not body.get("Image"):
             raise HTTPError(400, "No image specified")
         host_config = body.get("HostConfig")
@@ -269,7 +299,7 @@ def register(router: Router, ctx: ApiContext) -> None:
             pass
         return Response(204, b"", [], None)
 
-    def proxied(refresh: bool, healthy: bool = True) -> Any:
+    def proxied(refresh: bool, healthy: bool = True) -> RouteHandler:
         """A route passed through to the container's engine (`proxy` and `proxy+refresh`)."""
 
         async def handle(request: Request, params: dict[str, str]) -> Response | StreamResponse:
@@ -299,7 +329,7 @@ def register(router: Router, ctx: ApiContext) -> None:
             engine.forget_container(cid)
         return response
 
-    async def rename(request: Request, params: dict[str, str]) -> Response | StreamResponse:
+    async def rename(request: Request, params: dict[str, str]) -> Any:
         ref = params["name"]
         placed = find_healthy(cluster, ref)
         new_name = request.arg("name") or ""
@@ -311,7 +341,8 @@ def register(router: Router, ctx: ApiContext) -> None:
                 f'by container "{taken.id}". You have to remove (or rename) that container '
                 "to be able to reuse that name.",
             )
-        return await proxied(refresh=True)(request, params)
+        handler: RouteHandler = proxied(refresh=True)
+        return await handler(request, params)
 
     async def attach(request: Request, params: dict[str, str]) -> Any:
         ref = params["name"]

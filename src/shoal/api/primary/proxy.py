@@ -15,8 +15,8 @@ from urllib.parse import quote
 import aiohttp
 
 from shoal.api.http import (
-    HTTPError,
     Hijack,
+    HTTPError,
     Request,
     Response,
     StreamResponse,

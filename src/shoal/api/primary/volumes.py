@@ -45,7 +45,8 @@ def register(router: Router, ctx: ApiContext) -> None:
         for engine, volume, shown in listed_volumes(cluster):
             if "name" in filters and not any(v in shown for v in filters["name"]):
                 continue
-            if "node" in filters and volume.driver == "local" and engine.name not in filters["node"]:
+            local = volume.driver == "local"
+            if "node" in filters and local and engine.name not in filters["node"]:
                 continue
             if "label" in filters:
                 labels = volume.inspect.get("Labels") or {}

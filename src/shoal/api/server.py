@@ -1,0 +1,457 @@
+"""API listeners (one per -H, TCP or unix, TLS on all) and the per-connection HTTP loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import ssl
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Final
+
+from shoal.api.http import (
+    HEAD_LIMIT,
+    REASONS,
+    ClientDisconnected,
+    Handler,
+    HeadParser,
+    HTTPError,
+    Request,
+    Response,
+    StreamResponse,
+    error_response,
+)
+
+logger = logging.getLogger(__name__)
+
+DISCARD_LIMIT: Final = 256 * 1024
+"""An unread request body up to this size is skipped to keep the connection; larger closes."""
+_INLINE_BODY: Final = 16 * 1024
+_NO_BODY_STATUS: Final = frozenset((204, 304))
+_FRAMING_HEADERS: Final = frozenset(("content-length", "transfer-encoding", "connection"))
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """Where one -H value listens."""
+
+    proto: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @property
+    def address(self) -> str:
+        if self.proto == "unix":
+            return self.path
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_host(value: str) -> Listener:
+    """Parse `tcp://host:port`, `host:port`, `:port` (all interfaces) or `unix:///path`."""
+    proto, sep, rest = value.partition("://")
+    if not sep:
+        proto, rest = "tcp", value
+    if proto == "unix":
+        if not rest:
+            raise ValueError(f"missing socket path in {value!r}")
+        return Listener("unix", path=rest)
+    if proto != "tcp":
+        raise ValueError(f'unsupported protocol: "{proto}"')
+    host, colon, port_text = rest.rpartition(":")
+    if not colon:
+        raise ValueError(f'missing port in address "{rest}"')
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f'too many colons in address "{rest}"')
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f'invalid port "{port_text}" in address "{rest}"')
+    return Listener("tcp", host or "0.0.0.0", int(port_text))
+
+
+def _load_pair(ctx: ssl.SSLContext, cert: str, key: str) -> None:
+    try:
+        # A password callback stops OpenSSL from prompting on the terminal for encrypted keys.
+        ctx.load_cert_chain(cert, key, password=lambda: b"")
+    except (OSError, ssl.SSLError) as exc:
+        message = f"Couldn't load X509 key pair ({cert}, {key}): {exc}. Key encrypted?"
+        raise ValueError(message) from exc
+
+
+def _load_ca(ctx: ssl.SSLContext, ca: str) -> None:
+    try:
+        ctx.load_verify_locations(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"Couldn't read CA certificate: {exc}") from exc
+
+
+def make_server_ssl_context(cert: str, key: str, ca: str | None, verify: bool) -> ssl.SSLContext:
+    """TLS >= 1.2, ALPN http/1.1; with `verify`, client certificates signed by `ca` are required.
+
+    Raises ValueError with classic Swarm's messages.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    _load_pair(ctx, cert, key)
+    if verify:
+        if not ca:
+            raise ValueError("--tlscacert must be provided when using --tlsverify")
+        _load_ca(ctx, ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def make_client_ssl_context(cert: str, key: str, ca: str | None, verify: bool) -> ssl.SSLContext:
+    """For outgoing engine and primary connections: presents the same certificate.
+
+    With `verify` the peer is checked against `ca` (host name included); without, not at all.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    _load_pair(ctx, cert, key)
+    if verify:
+        if not ca:
+            raise ValueError("--tlscacert must be provided when using --tlsverify")
+        _load_ca(ctx, ca)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class _DateClock:
+    """The `Date` header value, formatted at most once a second."""
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def __call__(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = formatdate(now, usegmt=True)
+        return self._value
+
+
+def _encode_head(
+    status: int,
+    content_type: str | None,
+    length: int | None,
+    chunked: bool,
+    headers: list[tuple[str, str]],
+    keep_alive: bool,
+    date: str,
+) -> bytes:
+    reason = REASONS.get(status, "Unknown")
+    parts = [f"HTTP/1.1 {status} {reason}\r\nServer: shoal\r\nDate: {date}\r\n"]
+    if content_type is not None:
+        parts.append(f"Content-Type: {content_type}\r\n")
+    if length is not None:
+        parts.append(f"Content-Length: {length}\r\n")
+    elif chunked:
+        parts.append("Transfer-Encoding: chunked\r\n")
+    for name, value in headers:
+        if name.lower() not in _FRAMING_HEADERS:
+            parts.append(f"{name}: {value}\r\n")
+    parts.append("\r\n" if keep_alive else "Connection: close\r\n\r\n")
+    return "".join(parts).encode("utf-8", "surrogateescape")
+
+
+async def _write_response(
+    writer: asyncio.StreamWriter,
+    request: Request | None,
+    response: Response,
+    keep_alive: bool,
+    date: str,
+) -> None:
+    status = response.status
+    body = response.body
+    no_body = status < 200 or status in _NO_BODY_STATUS
+    head = _encode_head(
+        status,
+        None if no_body else response.content_type,
+        None if no_body else len(body),
+        False,
+        response.headers,
+        keep_alive,
+        date,
+    )
+    if no_body or not body or (request is not None and request.method == "HEAD"):
+        writer.write(head)
+    elif len(body) <= _INLINE_BODY:
+        writer.write(head + body)
+    else:
+        writer.write(head)
+        writer.write(body)
+    if writer.transport.get_write_buffer_size():
+        await writer.drain()
+
+
+async def _pump(body: AsyncIterator[bytes], writer: asyncio.StreamWriter, chunked: bool) -> None:
+    transport = writer.transport
+    async for chunk in body:
+        if chunk:
+            if transport.is_closing():
+                raise ConnectionResetError("client connection closed")
+            writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+        await writer.drain()
+    if chunked:
+        writer.write(b"0\r\n\r\n")
+    await writer.drain()
+
+
+async def _await_cancelled(task: asyncio.Task[None] | asyncio.Task[bytes]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+async def _write_stream(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    request: Request,
+    response: StreamResponse,
+    keep_alive: bool,
+    date: str,
+) -> bool:
+    """Send a streamed response; True when the connection can serve another request."""
+    body = response.body
+    pump: asyncio.Task[None] | None = None
+    watcher: asyncio.Task[bytes] | None = None
+    try:
+        chunked = request.http_version == "1.1"
+        keep_alive = keep_alive and chunked
+        head_only = request.method == "HEAD" or response.status in _NO_BODY_STATUS
+        writer.write(
+            _encode_head(
+                response.status,
+                response.content_type,
+                None,
+                chunked and not head_only,
+                response.headers,
+                keep_alive,
+                date,
+            )
+        )
+        await writer.drain()
+        if head_only:
+            return keep_alive
+        pump = asyncio.ensure_future(_pump(body, writer, chunked))
+        if not request.body_complete:
+            # The handler may still be reading the body: no disconnect watch on the reader.
+            await pump
+            return keep_alive
+        # A client that leaves sends EOF; watching for it cancels e.g. an idle /events stream.
+        watcher = asyncio.ensure_future(reader.read(1))
+        await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
+        if not pump.done():
+            if watcher.cancelled() or watcher.exception() is not None or not watcher.result():
+                logger.debug("client went away during a streamed response")
+                return False
+            keep_alive = False  # bytes during a stream: answer nothing more on this connection
+            await pump
+        pump.result()
+        if watcher.done() and (watcher.cancelled() or watcher.exception() or watcher.result()):
+            return False
+        return keep_alive
+    except (ConnectionError, ssl.SSLError) as exc:
+        logger.debug("client connection lost during a streamed response: %s", exc)
+        return False
+    except Exception as exc:
+        logger.error("HTTP error: streamed response failed: %s", exc, exc_info=True)
+        return False
+    finally:
+        if watcher is not None:
+            await _await_cancelled(watcher)
+        if pump is not None:
+            await _await_cancelled(pump)
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception as exc:
+                logger.debug("closing a response stream failed: %s", exc)
+
+
+async def serve_connection(
+    handler: Handler,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    clock: _DateClock | None = None,
+) -> None:
+    """Serve requests on one connection until it closes, is hijacked or must close."""
+    clock = clock or _DateClock()
+    parser = HeadParser()
+    peer_cert = writer.get_extra_info("peercert") or None
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial.strip():
+                logger.debug("client closed the connection in the middle of a request head")
+            return
+        except asyncio.LimitOverrunError:
+            await _write_response(
+                writer, None, error_response(431, "request header too large"), False, clock()
+            )
+            return
+        try:
+            request, keep_alive = parser.parse(head, reader, writer, peer_cert)
+        except HTTPError as exc:
+            await _write_response(
+                writer, None, error_response(exc.status, exc.message), False, clock()
+            )
+            return
+        try:
+            response = await handler(request)
+        except HTTPError as exc:
+            logger.debug("HTTP error: %s (status %d)", exc.message, exc.status)
+            response = error_response(exc.status, exc.message)
+        except (ClientDisconnected, ConnectionError, ssl.SSLError) as exc:
+            logger.debug("client connection lost in %s %s: %s", request.method, request.path, exc)
+            return
+        except Exception as exc:
+            logger.error("HTTP error: %s", exc, exc_info=True)
+            response = error_response(500, str(exc) or type(exc).__name__)
+        if isinstance(response, StreamResponse):
+            if not await _write_stream(reader, writer, request, response, keep_alive, clock()):
+                return
+        elif isinstance(response, Response):
+            await _write_response(writer, request, response, keep_alive, clock())
+            if not keep_alive:
+                return
+        else:  # Hijack
+            try:
+                await response.run(request, reader, writer)
+            except (ClientDisconnected, ConnectionError, ssl.SSLError) as exc:
+                logger.debug("hijacked connection lost: %s", exc)
+            except Exception as exc:
+                logger.error("HTTP error: hijacked %s failed: %s", request.path, exc, exc_info=True)
+            return
+        if not request.body_complete and not await request.discard_body(DISCARD_LIMIT):
+            return
+
+
+class APIServer:
+    """One listener per host, all serving `handler`; owns its connections and their tasks."""
+
+    def __init__(
+        self, handler: Handler, hosts: list[str], ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self._handler = handler
+        self._hosts = list(hosts)
+        self._ssl = ssl_context
+        self._servers: list[tuple[Listener, asyncio.Server]] = []
+        self._unix_paths: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._clock = _DateClock()
+        self._closing = False
+
+    @property
+    def addresses(self) -> list[str]:
+        """Bound addresses as URLs (`tcp://127.0.0.1:41234`, `unix:///run/x.sock`)."""
+        out: list[str] = []
+        for listener, server in self._servers:
+            if listener.proto == "unix":
+                out.append(f"unix://{listener.path}")
+                continue
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                out.append(f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}")
+        return out
+
+    async def start(self) -> None:
+        """Bind every listener; on any failure, close those already bound and raise."""
+        listeners = [(host, parse_host(host)) for host in self._hosts]
+        try:
+            for host, listener in listeners:
+                await self._listen(host, listener)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _listen(self, host: str, listener: Listener) -> None:
+        try:
+            if listener.proto == "unix":
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(listener.path)
+                server = await asyncio.start_unix_server(
+                    self._on_connection, path=listener.path, ssl=self._ssl, limit=HEAD_LIMIT
+                )
+                self._unix_paths.append(listener.path)
+                os.chmod(listener.path, 0o600)
+            else:
+                server = await asyncio.start_server(
+                    self._on_connection,
+                    listener.host,
+                    listener.port,
+                    ssl=self._ssl,
+                    limit=HEAD_LIMIT,
+                    backlog=1024,
+                )
+        except OSError as exc:
+            message = f"listen {listener.proto} {listener.address}: {exc.strerror or exc}"
+            if ":2375" in host and exc.errno == errno.EADDRINUSE:
+                message += ": is Docker already running on this machine? Try using a different port"
+            raise OSError(exc.errno, message) from exc
+        self._servers.append((listener, server))
+        logger.info(
+            "Listening for HTTP proto=%s addr=%s",
+            listener.proto,
+            listener.address,
+            extra={"proto": listener.proto, "addr": listener.address},
+        )
+
+    def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain callback starting our own task: the task is owned here, and cancelling it
+        # on close() does not trip asyncio's handling of a cancelled client_connected_cb.
+        if self._closing:
+            writer.close()
+            return
+        task = asyncio.ensure_future(self._serve(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            await serve_connection(self._handler, reader, writer, self._clock)
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            logger.debug("client connection lost: %s", exc)
+        except Exception as exc:
+            logger.error("HTTP connection failed: %s", exc, exc_info=True)
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def close(self) -> None:
+        """Stop listening, close every connection, cancel their tasks, remove unix sockets."""
+        self._closing = True
+        for _, server in self._servers:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for _, server in self._servers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 5)
+        self._servers.clear()
+        for path in self._unix_paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self._unix_paths.clear()

@@ -1,0 +1,24 @@
+"""Discovery backends: where the manager learns its engines' addresses."""
+
+from shoal.discovery.base import (
+    Discovery,
+    DiscoveryError,
+    expand_ranges,
+    split_host_port,
+    validate_entry,
+)
+from shoal.discovery.file import FileDiscovery
+from shoal.discovery.nodes import NodesDiscovery
+from shoal.discovery.url import parse_discovery, split_discovery_url
+
+__all__ = [
+    "Discovery",
+    "DiscoveryError",
+    "FileDiscovery",
+    "NodesDiscovery",
+    "expand_ranges",
+    "parse_discovery",
+    "split_discovery_url",
+    "split_host_port",
+    "validate_entry",
+]
