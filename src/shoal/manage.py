@@ -44,7 +44,9 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
         except (OSError, ValueError) as exc:
             raise StartupError(str(exc)) from None
     try:
-        discovery = parse_discovery(options.discovery, options.heartbeat, 0.0, options.discovery_opts)
+        discovery = parse_discovery(
+            options.discovery, options.heartbeat, 0.0, options.discovery_opts
+        )
     except (DiscoveryError, ValueError) as exc:
         raise StartupError(str(exc)) from None
     try:

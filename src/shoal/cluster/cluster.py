@@ -52,6 +52,11 @@ class PendingCreate:
     config: dict[str, Any]
     swarm_id: str
 
+    @property
+    def display_name(self) -> str:
+        """Unnamed creates are keyed by swarm ID; they have no name to reserve."""
+        return "" if self.name.startswith("\0") else self.name
+
 
 @dataclass(slots=True)
 class NodeCache:
@@ -295,7 +300,7 @@ class Cluster:
             extra = pending_by_engine.get(key)
             if extra:
                 node = node.with_containers(
-                    *(NodeContainer.pending(p.config, "" if p.name.startswith("\0") else p.name) for p in extra)
+                    *(NodeContainer.pending(p.config, p.display_name) for p in extra)
                 )
             nodes.append(node)
         return nodes
@@ -415,7 +420,12 @@ def decorate_event(event: dict[str, Any], engine: Engine) -> dict[str, Any]:
     actor = dict(out.get("Actor") or {})
     attributes = dict(actor.get("Attributes") or {})
     attributes.update(
-        {"node.name": engine.name, "node.id": engine.id, "node.addr": engine.addr, "node.ip": engine.ip}
+        {
+            "node.name": engine.name,
+            "node.id": engine.id,
+            "node.addr": engine.addr,
+            "node.ip": engine.ip,
+        }
     )
     actor["Attributes"] = attributes
     out["Actor"] = actor

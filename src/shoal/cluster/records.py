@@ -40,7 +40,7 @@ def human_duration(seconds: float) -> str:
         return "About a minute"
     if minutes < 60:
         return f"{minutes} minutes"
-    hours = int(round(seconds / 3600))
+    hours = round(seconds / 3600)
     if hours == 1:
         return "About an hour"
     if hours < 48:
