@@ -1,0 +1,207 @@
+"""Classic Swarm's `key==value` / `key!=value` expressions: parsing and matching."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from shoal.scheduler.errors import ExprError
+
+EQ = "=="
+NOTEQ = "!="
+OPERATORS = (EQ, NOTEQ)
+
+# Go: ^(?i)[a-z_][a-z0-9\-_.]+$ ; \s in RE2 is [\t\n\f\r ].
+_KEY_RE = re.compile(r"[a-z_][a-z0-9\-_.]+", re.IGNORECASE)
+_VALUE_RE = re.compile(r"[=!/]?(~)?[a-z0-9:\-_\t\n\f\r .*/()?+\[\]\\^$|]+", re.IGNORECASE)
+# Characters that make a glob more than a plain string comparison.
+_GLOB_META = frozenset(".*+?()[]\\^$|")
+# Constructs after which a pattern may match a newline or needs per-string anchoring,
+# so it cannot be run once over the newline-joined candidates.
+_UNJOINABLE = frozenset("\\[^$\t\n\f\r\x0b")
+_FLAG_GROUP_RE = re.compile(r"\(\?([imsU-]+)\)")
+
+
+class Candidates:
+    """A set of strings an expression is matched against, with a joined form for speed."""
+
+    __slots__ = ("_joined", "values")
+
+    def __init__(self, values: Iterable[str]) -> None:
+        self.values: frozenset[str] = frozenset(values)
+        self._joined: str | None = None
+
+    def joined(self) -> str | None:
+        """All values wrapped in newlines, or None if some value itself holds a newline."""
+        if self._joined is None:
+            if any("\n" in v for v in self.values):
+                return None
+            self._joined = "\n" + "\n".join(self.values) + "\n"
+        return self._joined
+
+
+def go_regex_to_python(pattern: str) -> str:
+    """Translate the RE2 features Python's `re` spells differently.
+
+    RE2 accepts `(?i)` anywhere (it applies to the rest of the enclosing group) and
+    `$`/`\\z` mean end of text; Python wants scoped `(?i:...)` groups and `\\Z`.
+    """
+    multiline = any("m" in m.group(1).split("-")[0] for m in _FLAG_GROUP_RE.finditer(pattern))
+    out: list[str] = []
+    # Per open group: the flag strings activated at that level (each opened a `(?f:`).
+    levels: list[list[str]] = [[]]
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < n:
+            nxt = pattern[i + 1]
+            out.append("\\Z" if nxt == "z" else ch + nxt)
+            i += 2
+            continue
+        if ch == "[":
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            out.append(pattern[i : j + 1])
+            i = j + 1
+            continue
+        if ch == "(":
+            m = _FLAG_GROUP_RE.match(pattern, i)
+            if m is not None:
+                flags = m.group(1)
+                out.append(f"(?{flags}:")
+                levels[-1].append(flags)
+                i = m.end()
+                continue
+            levels.append([])
+            out.append(ch)
+        elif ch == ")":
+            out.append(")" * len(levels[-1]))
+            if len(levels) > 1:
+                levels.pop()
+            else:
+                levels[-1] = []
+            out.append(ch)
+        elif ch == "|":
+            active = levels[-1]
+            out.append(")" * len(active) + "|" + "".join(f"(?{f}:" for f in active))
+        elif ch == "$" and not multiline:
+            out.append("\\Z")
+        else:
+            out.append(ch)
+        i += 1
+    for active in reversed(levels):
+        out.append(")" * len(active))
+    return "".join(out)
+
+
+def _compile(pattern: str, flags: int = 0) -> re.Pattern[str] | None:
+    try:
+        return re.compile(go_regex_to_python(pattern), flags | re.ASCII)
+    except (re.error, RecursionError):
+        # Go logs the error and treats the expression as matching nothing.
+        return None
+
+
+@dataclass(eq=False)
+class Expr:
+    """One parsed expression; `value` has the soft `~` stripped."""
+
+    key: str
+    operator: str
+    value: str
+    soft: bool = False
+    _literal: str | None = field(init=False, repr=False, default=None)
+    _regex: re.Pattern[str] | None = field(init=False, repr=False, default=None)
+    _joined_regex: re.Pattern[str] | None = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        v = self.value
+        if len(v) >= 2 and v[0] == "/" and v[-1] == "/":
+            body = v[1:-1]
+            self._regex = _compile(body)
+            if self._regex is not None and self._joinable(body):
+                self._joined_regex = re.compile(body, re.MULTILINE | re.ASCII)
+        elif v == "/":
+            # Go slices v[1:0] and panics; treat it as the empty regex.
+            self._regex = re.compile("")
+        else:
+            glob = v.replace("*", ".*")
+            if not (_GLOB_META & set(v)):
+                self._literal = v
+            self._regex = _compile("^" + glob + "$")
+            if self._regex is not None and self._joinable(glob):
+                self._joined_regex = re.compile("\n" + glob + "\n", re.ASCII)
+
+    @staticmethod
+    def _joinable(body: str) -> bool:
+        return "(?" not in body and not (_UNJOINABLE & set(body))
+
+    @property
+    def text(self) -> str:
+        """`<key><op><value>` as classic Swarm prints it (soft `~` omitted)."""
+        return f"{self.key}{self.operator}{self.value}"
+
+    @property
+    def listing(self) -> str:
+        """`<key><op><value> (soft=<bool>)`, the affinity/whitelist listing form."""
+        return f"{self.text} (soft={'true' if self.soft else 'false'})"
+
+    def _found(self, whats: Iterable[str]) -> bool:
+        if self._literal is not None:
+            return any(w == self._literal for w in whats)
+        rx = self._regex
+        if rx is None:
+            return False
+        return any(rx.search(w) is not None for w in whats)
+
+    def _found_in(self, cands: Candidates) -> bool:
+        values = cands.values
+        if not values:
+            return False
+        if self._literal is not None:
+            return self._literal in values
+        if self._regex is None:
+            return False
+        if self.value in values and self._regex.search(self.value) is not None:
+            # Common case of a name with "." in it: the value matches itself.
+            return True
+        if self._joined_regex is not None:
+            joined = cands.joined()
+            if joined is not None:
+                return self._joined_regex.search(joined) is not None
+        return self._found(values)
+
+    def match(self, *whats: str) -> bool:
+        """Go's Expr.Match: `==` if any candidate matches, `!=` if none does."""
+        found = self._found(whats)
+        return found if self.operator == EQ else not found
+
+    def match_candidates(self, cands: Candidates) -> bool:
+        """`match` over a precomputed candidate set."""
+        found = self._found_in(cands)
+        return found if self.operator == EQ else not found
+
+
+def parse_expr(entry: str) -> Expr:
+    """Parse one expression, raising ExprError with classic Swarm's texts."""
+    for op in OPERATORS:
+        if op in entry:
+            key, value = entry.split(op, 1)
+            if _KEY_RE.fullmatch(key) is None:
+                raise ExprError(f"Key '{key}' is invalid")
+            if _VALUE_RE.fullmatch(value) is None:
+                raise ExprError(f"Value '{value}' is invalid")
+            soft = value.startswith("~")
+            return Expr(key=key, operator=op, value=value.lstrip("~"), soft=soft)
+    raise ExprError("One of operator ==, != is expected")
+
+
+def parse_exprs(entries: Sequence[str]) -> list[Expr]:
+    """Parse a list of expressions; the first bad one aborts with its error."""
+    return [parse_expr(e) for e in entries]

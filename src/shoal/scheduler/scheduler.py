@@ -1,0 +1,83 @@
+"""The scheduling pipeline: filters in order, then the strategy, in two passes (§6.1)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from shoal.scheduler.errors import (
+    CONDITIONS_PREFIX,
+    NO_NODES,
+    ExprError,
+    FilterError,
+    SchedulerError,
+)
+from shoal.scheduler.filters import DEFAULT_FILTERS, Filter, make_filters
+from shoal.scheduler.node import Node
+from shoal.scheduler.request import Request
+from shoal.scheduler.strategies import DEFAULT_STRATEGY, make_strategy
+
+
+class Scheduler:
+    """Pure placement logic: no I/O, no locking (the caller serialises decisions)."""
+
+    def __init__(
+        self,
+        filters: Sequence[str] = DEFAULT_FILTERS,
+        strategy: str = DEFAULT_STRATEGY,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._filters: list[Filter] = make_filters(tuple(filters))
+        self._strategy = make_strategy(strategy, rng)
+
+    @property
+    def filter_names(self) -> list[str]:
+        return [f.name for f in self._filters]
+
+    @property
+    def strategy_name(self) -> str:
+        return self._strategy.name
+
+    def select(self, config: Mapping[str, Any], nodes: Sequence[Node]) -> list[Node]:
+        """Nodes that can take `config`, best first, or SchedulerError.
+
+        Pass 1 enforces soft (`~`) rules; on any failure pass 2 ignores them and its
+        outcome is final.
+        """
+        req = Request.from_config(config)
+        try:
+            return self._select(req, nodes, soft=True)
+        except SchedulerError:
+            if not req.has_soft_rules():
+                raise
+        return self._select(req, nodes, soft=False)
+
+    def _select(self, req: Request, nodes: Sequence[Node], soft: bool) -> list[Node]:
+        candidates = list(nodes)
+        for i, f in enumerate(self._filters):
+            try:
+                candidates = f.apply(req, candidates, soft)
+            except (FilterError, ExprError) as err:
+                if f.name == "health":
+                    raise SchedulerError(str(err), filter_name=f.name) from err
+                raise SchedulerError(
+                    CONDITIONS_PREFIX + self._conditions(req, i), filter_name=f.name
+                ) from err
+        if not candidates:
+            raise SchedulerError(NO_NODES)
+        return self._strategy.rank(req, candidates)
+
+    def _conditions(self, req: Request, failed: int) -> str:
+        """One `\\n[...]` line per filter up to the failed one, in Go's %v slice form."""
+        out: list[str] = []
+        for f in self._filters[: failed + 1]:
+            try:
+                items = f.listing(req)
+            except ExprError as err:
+                out.append(f"\nerror from {f.name} filter: {err}")
+                break
+            if items:
+                out.append("\n[" + " ".join(items) + "]")
+        return "".join(out)

@@ -1,0 +1,20 @@
+"""`binpack` strategy: fill the most loaded node that still fits first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shoal.scheduler.node import Node
+from shoal.scheduler.request import Request
+from shoal.scheduler.strategies.base import Strategy, weigh
+
+
+class BinpackStrategy(Strategy):
+    """Weight descending (healthier raises it); ties: more containers first."""
+
+    name = "binpack"
+
+    def rank(self, req: Request, nodes: Sequence[Node]) -> list[Node]:
+        weighted = weigh(req, nodes, health_factor=10)
+        order = sorted((-w, -len(n.containers), i) for i, (w, n) in enumerate(weighted))
+        return [weighted[i][1] for _, _, i in order]

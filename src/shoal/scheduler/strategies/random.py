@@ -1,0 +1,24 @@
+"""`random` strategy: a uniform shuffle of the filtered nodes, no resource check."""
+
+from __future__ import annotations
+
+import random as _random
+from collections.abc import Sequence
+
+from shoal.scheduler.node import Node
+from shoal.scheduler.request import Request
+from shoal.scheduler.strategies.base import Strategy
+
+
+class RandomStrategy(Strategy):
+    """The generator is injectable so tests can seed it."""
+
+    name = "random"
+
+    def __init__(self, rng: _random.Random | None = None) -> None:
+        self._rng = rng if rng is not None else _random.Random()
+
+    def rank(self, req: Request, nodes: Sequence[Node]) -> list[Node]:
+        out = list(nodes)
+        self._rng.shuffle(out)
+        return out
