@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import time
@@ -26,10 +27,17 @@ def free_port() -> int:
 class Manager:
     """`python -m shoal ... manage ...` in a subprocess, with its log kept for failures."""
 
-    def __init__(self, args: list[str], port: int, unix_socket: str | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        port: int,
+        unix_socket: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.args = args
         self.port = port
         self.unix_socket = unix_socket
+        self.ssl_context = ssl_context
         self.log_path = tempfile.mktemp(prefix="shoal-manage-", suffix=".log")
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -39,7 +47,13 @@ class Manager:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.ssl_context if self.ssl_context else False)
+        )
 
     async def start(self, *, ready_timeout: float = 30.0) -> None:
         log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -53,7 +67,7 @@ class Manager:
 
     async def wait_ping(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
+        async with self.session() as session:
             while time.monotonic() < deadline:
                 if self.proc is not None and self.proc.returncode is not None:
                     raise RuntimeError(f"shoal manage exited early:\n{self.log()}")
@@ -65,7 +79,7 @@ class Manager:
         raise TimeoutError(f"shoal manage did not answer /_ping:\n{self.log()}")
 
     async def info(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as session, session.get(self.url + "/info") as resp:
+        async with self.session() as session, session.get(self.url + "/info") as resp:
             return dict(await resp.json())
 
     async def node_status(self) -> dict[str, dict[str, str]]:

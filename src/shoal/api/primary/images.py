@@ -88,7 +88,10 @@ def find_image_engine(cluster: Cluster, ref: str) -> Engine:
 
 def split_node_prefix(cluster: Cluster, ref: str) -> tuple[Engine | None, str]:
     """`node-1/busybox` pulls on node-1 only, when `node-1` names a node."""
-    head, sep, rest = ref.partition("/")
+    bare = ref
+    for registry in ("docker.io/", "index.docker.io/"):
+        bare = bare.removeprefix(registry)  # the v28 CLI sends fully qualified names
+    head, sep, rest = bare.partition("/")
     if sep:
         engine = cluster.engine_by_name(head)
         if engine is not None:
