@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -56,7 +57,8 @@ async def host_lock(timeout: float = 120) -> AsyncIterator[None]:
 
 def _write(path: str, data: dict[str, Any]) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
+    # Nodes boot in parallel and each saves the state: every writer needs its own temp file.
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
