@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import sys
 
 import uvloop
@@ -17,12 +18,17 @@ import uvloop
 from shoal.api.dispatcher import Dispatcher
 from shoal.api.primary import PrimaryHandler
 from shoal.api.primary.context import ApiContext
+from shoal.api.replica import ReplicaHandler, WithDebug
 from shoal.api.server import APIServer, make_client_ssl_context, make_server_ssl_context
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import EngineSettings
 from shoal.cluster.events import EventBus
-from shoal.discovery.base import DiscoveryError
+from shoal.cluster.watchdog import Watchdog
+from shoal.discovery.base import Discovery, DiscoveryError
+from shoal.discovery.kv import KVDiscovery
 from shoal.discovery.url import parse_discovery
+from shoal.leadership.component import Leadership
+from shoal.leadership.election import Election
 from shoal.options import ManageOptions
 from shoal.scheduler.scheduler import Scheduler
 
@@ -62,6 +68,7 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
     cluster = Cluster(
         settings, scheduler, EventBus(), ssl_context=client_ssl, create_retry=options.create_retry
     )
+    watchdog = Watchdog(cluster)
     ctx = ApiContext(
         cluster,
         strategy=scheduler.strategy_name,
@@ -69,6 +76,9 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
         experimental=options.experimental,
     )
     dispatcher = Dispatcher(PrimaryHandler(ctx), cors=options.cors)
+    election = None
+    if options.replication:
+        election = _replication(options, discovery, ctx, dispatcher, watchdog, client_ssl)
     server = APIServer(dispatcher, list(options.hosts), server_ssl)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,17 +91,53 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
         except (OSError, ValueError) as exc:
             raise StartupError(str(exc)) from None
         cluster.watch(discovery)
+        if election is not None:
+            election.start()  # the watchdog then runs while this manager is the primary
+        else:
+            watchdog.start()
         if ready is not None:
             ready.set()
         await stop.wait()
         log.info("shutting down")
     finally:
+        if election is not None:
+            await election.stop()
         await server.close()
+        await watchdog.stop()
         await cluster.close()
         await discovery.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+def _replication(
+    options: ManageOptions,
+    discovery: Discovery,
+    ctx: ApiContext,
+    dispatcher: Dispatcher,
+    watchdog: Watchdog,
+    client_ssl: ssl.SSLContext | None,
+) -> Election:
+    """Wire leader election: the replica handler until this manager holds the lock."""
+    if not isinstance(discovery, KVDiscovery) or not options.advertise:
+        raise StartupError(
+            "Leader election is only supported with consul, etcd and zookeeper discovery."
+        )
+    lock = discovery.leader_lock(options.advertise, options.replication_ttl)
+    leadership: Leadership | None = None
+
+    async def changed(leader: bool) -> None:
+        assert leadership is not None
+        await leadership.changed(leader)
+
+    election = Election(lock, options.advertise, changed, retry=options.heartbeat)
+    ctx.role = election.role
+    local = WithDebug(dispatcher.handler or PrimaryHandler(ctx), election.snapshot)
+    replica = WithDebug(ReplicaHandler(local, election, client_ssl), election.snapshot)
+    leadership = Leadership(dispatcher, local, replica, watchdog)
+    dispatcher.set_handler(replica)
+    return election
 
 
 def run(options: ManageOptions) -> int:

@@ -410,7 +410,6 @@ def parse_manage(
     replication_ttl = 20.0
     if raw.replication:
         replication_ttl = _replication_ttl(raw, url, advertise)
-        raise OptionsError("--replication is not supported yet")
 
     return ManageOptions(
         hosts=hosts,

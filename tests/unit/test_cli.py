@@ -292,8 +292,7 @@ def test_manage_exit_code_from_run(monkeypatch: pytest.MonkeyPatch) -> None:
          "--advertise address must be provided when using --leader-election"),
         (["manage", "--replication", "--advertise", "1.2.3.4:1", "a:1"],
          "Leader election is only supported with consul, etcd and zookeeper discovery."),
-        (["manage", "consul://127.0.0.1:8500/x"],
-         'discovery backend "consul" is not supported yet'),
+        (["manage", "consul://127.0.0.1:x/x"], "invalid consul address: '127.0.0.1:x'"),
         (["manage", "--engine-refresh-retry", "5", "a:1"],
          "--engine-refresh-retry is deprecated. Use --engine-failure-retry"),
         (["manage", "--cluster-driver", "mesos", "a:1"], 'unsupported cluster "mesos"'),
@@ -369,7 +368,7 @@ def test_list_file(tmp_path: Path) -> None:
          "--advertise should be of the form ip:port or hostname:port"),
         (["join", "--addr", "h:1", "--ttl", "1s", "a:1"],
          "--ttl must be strictly superior to the heartbeat value"),
-        (["join", "--addr", "h:1", "zk://h:1/p"], 'discovery backend "zk" is not supported yet'),
+        (["join", "--addr", "h:1", "zk://h:x/p"], "invalid zk address: 'h:x'"),
     ],
 )
 def test_list_join_fatal(args: list[str], message: str) -> None:

@@ -134,9 +134,9 @@ def test_parse_discovery_picks_backend() -> None:
             "token discovery is no longer available: "
             "the hosted discovery service was shut down in 2019",
         ),
-        ("etcd://127.0.0.1:2379/p", 'discovery backend "etcd" is not supported yet'),
-        ("consul://127.0.0.1:8500/p", 'discovery backend "consul" is not supported yet'),
-        ("zk://127.0.0.1:2181/p", 'discovery backend "zk" is not supported yet'),
+        ("etcd://127.0.0.1:x/p", "invalid etcd address: '127.0.0.1:x'"),
+        ("consul://127.0.0.1:0/p", "invalid consul address: '127.0.0.1:0'"),
+        ("zk:///p", "zk: no store address given"),
         ("nodes://a", "address a: missing port in address" + HINT),
     ],
 )

@@ -220,7 +220,7 @@ def test_manage_tls_options() -> None:
         ({"heartbeat": "x"}, 'invalid --heartbeat: time: invalid duration "x"'),
         ({"discovery_opts": ("novalue",)}, "--discovery-opt must contain key=value strings"),
         ({"args": ("foo://x",)}, "discovery service not supported"),
-        ({"args": ("etcd://127.0.0.1:2379",)}, 'discovery backend "etcd" is not supported yet'),
+        ({"args": ("etcd://127.0.0.1:x",)}, "invalid etcd address: '127.0.0.1:x'"),
         ({"args": ("token://abc",)},
          "token discovery is no longer available: "
          "the hosted discovery service was shut down in 2019"),
@@ -345,7 +345,7 @@ def join_error(raw: RawJoin, env: dict[str, str] | None = None) -> str:
         ({"ttl": "x"}, 'invalid --ttl: time: invalid duration "x"'),
         ({"ttl": "60s"}, "--ttl must be strictly superior to the heartbeat value"),
         ({"discovery_opts": ("a",)}, "--discovery-opt must contain key=value strings"),
-        ({"args": ("etcd://h:2379",)}, 'discovery backend "etcd" is not supported yet'),
+        ({"args": ("etcd://h:x",)}, "invalid etcd address: 'h:x'"),
         ({"args": ("nodes://a:1",)},
          'join is not supported with "nodes" discovery: not implemented in this discovery service'),
         ({"args": ("file:///tmp/x",)},
@@ -380,7 +380,7 @@ def test_list_ok_and_errors() -> None:
         (RawList(args=("a:1",), timeout="x"), 'invalid --timeout: time: invalid duration "x"'),
         (RawList(args=("a:1",), discovery_opts=("z",)),
          "--discovery-opt must contain key=value strings"),
-        (RawList(args=("zk://h",)), 'discovery backend "zk" is not supported yet'),
+        (RawList(args=("zk://h:x",)), "invalid zk address: 'h:x'"),
     ]
     for raw, message in cases:
         with pytest.raises(OptionsError) as info:

@@ -8,6 +8,7 @@ from shoal.discovery.base import (
     validate_entry,
 )
 from shoal.discovery.file import FileDiscovery
+from shoal.discovery.kv import KVDiscovery, StoreError
 from shoal.discovery.nodes import NodesDiscovery
 from shoal.discovery.url import parse_discovery, split_discovery_url
 
@@ -15,7 +16,9 @@ __all__ = [
     "Discovery",
     "DiscoveryError",
     "FileDiscovery",
+    "KVDiscovery",
     "NodesDiscovery",
+    "StoreError",
     "expand_ranges",
     "parse_discovery",
     "split_discovery_url",

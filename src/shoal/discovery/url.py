@@ -6,6 +6,14 @@ from collections.abc import Mapping
 
 from shoal.discovery.base import Discovery, DiscoveryError
 from shoal.discovery.file import FileDiscovery
+from shoal.discovery.kv import (
+    DEFAULT_NODE_PATH,
+    KVURL,
+    KVBackend,
+    KVDiscovery,
+    parse_kv_url,
+    tls_from_options,
+)
 from shoal.discovery.nodes import NodesDiscovery
 
 __all__ = [
@@ -45,7 +53,6 @@ def parse_discovery(
     of a registration, ``options`` the ``--discovery-opt`` values. Nothing is
     read or dialled here: that starts with ``watch()``.
     """
-    del ttl, options  # used by the kv backends, which come later
     scheme, rest = split_discovery_url(url)
     if scheme == "nodes":
         return NodesDiscovery(rest)
@@ -54,5 +61,26 @@ def parse_discovery(
     if scheme == "token":
         raise DiscoveryError(TOKEN_GONE)
     if scheme in KV_SCHEMES:
-        raise DiscoveryError(f'discovery backend "{scheme}" is not supported yet')
+        kv_url = parse_kv_url(scheme, rest)
+        node_path = options.get("kv.path") or DEFAULT_NODE_PATH
+        backend = _kv_backend(kv_url, ttl, options)
+        return KVDiscovery(backend, kv_url, heartbeat, ttl, node_path)
     raise DiscoveryError(NOT_SUPPORTED)
+
+
+def _kv_backend(url: KVURL, ttl: float, options: Mapping[str, str]) -> KVBackend:
+    """The store client for ``url``; imported here so the static backends need none of them."""
+    tls = tls_from_options(options)
+    if url.scheme == "etcd":
+        from shoal.discovery.etcd import EtcdBackend
+
+        if tls is not None:
+            raise DiscoveryError("etcd: TLS to the store is not supported by shoal yet")
+        return EtcdBackend(url)
+    if url.scheme == "zk":
+        from shoal.discovery.zk import ZKBackend
+
+        return ZKBackend(url, ttl, tls)
+    from shoal.discovery.consul import ConsulBackend
+
+    return ConsulBackend(url, tls)
