@@ -12,7 +12,7 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from shoal.cluster.client import EngineAddress, EngineClient, EngineConnectionEr
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
 from shoal.cluster.events import EventBus
 from shoal.cluster.records import SWARM_ID_LABEL, Container, normalize_ref
+from shoal.cluster.resources import pin_to_local_resources
 from shoal.discovery.base import Discovery, DiscoveryError
 from shoal.scheduler.node import Node, NodeContainer, NodeImage
 from shoal.scheduler.scheduler import Scheduler
@@ -76,6 +77,10 @@ class Cluster:
     engines: dict[str, Engine] = field(default_factory=dict)
     by_id: dict[str, Placed] = field(default_factory=dict)
     by_name: dict[str, list[Placed]] = field(default_factory=dict)
+    #: swarm ID -> every cached copy; more than one only around a node failure.
+    by_swarm_id: dict[str, list[Placed]] = field(default_factory=dict)
+    #: Called with (engine, action) on engine_connect/_disconnect/_reconnect (the watchdog).
+    state_listeners: list[Callable[[Engine, str], None]] = field(default_factory=list)
     pending: dict[str, PendingCreate] = field(default_factory=dict)
     #: exec ID -> container ID, for the `/exec/{id}` routes.
     execs: dict[str, str] = field(default_factory=dict)
@@ -131,6 +136,7 @@ class Cluster:
             self._unindex(engine, engine.containers[cid])
         if was_healthy:
             self._publish_swarm_event(engine, "engine_disconnect")
+            self._notify_state(engine, "engine_disconnect")
         log.info("Removed Engine %s", engine.name)
 
     async def close(self) -> None:
@@ -161,6 +167,41 @@ class Cluster:
     def engine_state_changed(self, engine: Engine, action: str) -> None:
         self._touch(engine)
         self._publish_swarm_event(engine, action)
+        self._notify_state(engine, action)
+
+    def _notify_state(self, engine: Engine, action: str) -> None:
+        for listener in list(self.state_listeners):
+            try:
+                listener(engine, action)
+            except Exception:  # one broken listener must not stop the engine's loop
+                log.exception("engine state listener failed on %s", action)
+
+    def duplicate_copies(
+        self, engine: Engine, listing: list[dict[str, Any]], *, newer_only: bool
+    ) -> list[str]:
+        """IDs in an engine's listing whose swarm ID a container on another engine has.
+
+        A returning engine's copy gives way to one on a healthy engine (a copy on a
+        node that is down too is no replacement). `newer_only` (first validation, where
+        either side may be the stale one) keeps a local copy unless the other is newer.
+        """
+        stale: list[str] = []
+        for item in listing:
+            sid = (item.get("Labels") or {}).get(SWARM_ID_LABEL)
+            if not sid:
+                continue
+            created = float(item.get("Created") or 0)
+            for other in self.by_swarm_id.get(sid, ()):
+                if other.engine is engine or other.container.id == item.get("Id"):
+                    continue
+                if newer_only:
+                    if int(other.container.created) > created:
+                        stale.append(str(item["Id"]))
+                        break
+                elif other.engine.healthy:
+                    stale.append(str(item["Id"]))
+                    break
+        return stale
 
     def container_changed(
         self, engine: Engine, old: Container | None, new: Container | None
@@ -172,6 +213,8 @@ class Cluster:
             placed = Placed(engine, new)
             self.by_id[new.id] = placed
             self.by_name.setdefault(new.name.lstrip("/"), []).append(placed)
+            if new.swarm_id:
+                self.by_swarm_id.setdefault(new.swarm_id, []).append(placed)
 
     def engine_event(self, engine: Engine, event: dict[str, Any]) -> None:
         self.bus.publish(decorate_event(event, engine))
@@ -188,20 +231,44 @@ class Cluster:
             ]
             if not entries:
                 del self.by_name[key]
+        sid = container.swarm_id
+        copies = self.by_swarm_id.get(sid) if sid else None
+        if copies and sid:
+            copies[:] = [
+                p for p in copies if not (p.engine is engine and p.container.id == container.id)
+            ]
+            if not copies:
+                del self.by_swarm_id[sid]
 
     def _touch(self, engine: Engine) -> None:
         key = id(engine)
         self._generation[key] = self._generation.get(key, 0) + 1
 
+    def images_changed(self, engine: Engine) -> None:
+        """The engine's image list was refreshed: rebuild its scheduler view (image affinity)."""
+        self._touch(engine)
+
     def _publish_swarm_event(self, engine: Engine, action: str) -> None:
+        self.publish_swarm_event(engine, action)
+
+    def publish_swarm_event(
+        self,
+        engine: Engine,
+        action: str,
+        *,
+        actor_id: str | None = None,
+        attributes: dict[str, str] | None = None,
+    ) -> None:
+        """A `Type: swarm` event about ENGINE (the actor defaults to the engine itself)."""
         now = time.time()
+        actor = actor_id if actor_id is not None else engine.id
         event = {
             "Type": "swarm",
             "Action": action,
             "status": action,
-            "id": engine.id,
+            "id": actor,
             "from": "swarm",
-            "Actor": {"ID": engine.id, "Attributes": {}},
+            "Actor": {"ID": actor, "Attributes": dict(attributes or {})},
             "scope": "local",
             "time": int(now),
             "timeNano": int(now * 1e9),
@@ -217,7 +284,20 @@ class Cluster:
         return [e for e in self.engines.values() if e.healthy]
 
     def containers(self) -> Iterator[Placed]:
-        return iter(self.by_id.values())
+        """Every container once: copies hidden behind another copy of their swarm ID are not."""
+        return (p for p in self.by_id.values() if self.visible(p))
+
+    def visible(self, placed: Placed) -> bool:
+        """One copy per swarm ID is shown: one on a healthy engine, newest first."""
+        sid = placed.container.swarm_id
+        copies = self.by_swarm_id.get(sid) if sid else None
+        if not copies or len(copies) < 2:
+            return True
+        return self.preferred_copy(copies) is placed
+
+    @staticmethod
+    def preferred_copy(copies: Sequence[Placed]) -> Placed:
+        return max(copies, key=lambda p: (p.engine.healthy, p.container.created))
 
     def engine_by_name(self, name: str) -> Engine | None:
         for engine in self.engines.values():
@@ -239,18 +319,15 @@ class Cluster:
         for p in self.by_id.values():
             sid = p.container.swarm_id
             if sid and (sid == ref or (len(ref) == 12 and sid.startswith(ref))):
-                return p
-        candidates = self._by_name(ref)
+                return self.preferred_copy(self.by_swarm_id.get(sid) or [p])
+        candidates = [p for p in self._by_name(ref) if self.visible(p)]
         if len(candidates) == 1:
             return candidates[0]
         if len(candidates) > 1:
             raise NotFound(ref)
-        matches = [p for p in self.by_id.values() if p.container.id.startswith(ref)]
-        matches += [
-            p
-            for p in self.by_id.values()
-            if (p.container.swarm_id or "").startswith(ref)
-        ]
+        shown = [p for p in self.by_id.values() if self.visible(p)]
+        matches = [p for p in shown if p.container.id.startswith(ref)]
+        matches += [p for p in shown if (p.container.swarm_id or "").startswith(ref)]
         if len(matches) == 1:
             return matches[0]
         raise NotFound(ref)
@@ -329,6 +406,8 @@ class Cluster:
             config["Labels"] = labels
             if not labels.get(SWARM_ID_LABEL):
                 labels[SWARM_ID_LABEL] = self._new_swarm_id()
+            # Local networks and volumes pull the container to their node (spec 3.5).
+            pin_to_local_resources(config, self.active_engines())
             ranked = self.scheduler.select(config, self.node_views())
             engines = [self.engine_for_node(n) for n in ranked]
             key = name.lstrip("/") if name else "\0" + labels[SWARM_ID_LABEL]

@@ -24,6 +24,8 @@ from shoal.cluster.client import (
     EngineConnectionError,
     EngineError,
 )
+from shoal.cluster.events import SeenEvents, since_param
+from shoal.cluster.passthrough import RawPool
 from shoal.cluster.records import (
     Container,
     EngineSpecs,
@@ -103,6 +105,12 @@ class EngineListener(Protocol):
 
     def engine_event(self, engine: Engine, event: dict[str, Any]) -> None: ...
 
+    def images_changed(self, engine: Engine) -> None: ...
+
+    def duplicate_copies(
+        self, engine: Engine, listing: list[dict[str, Any]], *, newer_only: bool
+    ) -> list[str]: ...
+
 
 class Engine:
     """A Docker engine: its connection, state machine and cached objects."""
@@ -118,6 +126,7 @@ class Engine:
     ) -> None:
         self.address = address
         self.client = client
+        self.raw = RawPool(client)
         self.settings = settings
         self.listener = listener
         self.clock = clock
@@ -133,9 +142,12 @@ class Engine:
         self.networks: dict[str, Network] = {}
         self.volumes: dict[str, Volume] = {}
         self._last_event_nano = 0
+        self._seen_events = SeenEvents()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._answering = False
 
     # -- identity ---------------------------------------------------------------
     @property
@@ -154,6 +166,11 @@ class Engine:
     @property
     def healthy(self) -> bool:
         return self.state is EngineState.HEALTHY
+
+    @property
+    def recovering(self) -> bool:
+        """Unhealthy but answering again: stale copies are being removed before Healthy."""
+        return self._answering and self.state is EngineState.UNHEALTHY
 
     @property
     def health_indicator(self) -> int:
@@ -198,16 +215,18 @@ class Engine:
                 await task
         self._tasks.clear()
         self.state = EngineState.DISCONNECTED
+        self.raw.close()
         await self.client.close()
 
     def wake(self) -> None:
         """End the refresh loop's wait now (used when an engine came back)."""
         self._wake.set()
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _run(self) -> None:
         await self._validate_until_done()
@@ -237,6 +256,7 @@ class Engine:
                 f"{self.addr} is a Docker Engine, not a Swarm manager"
             )
         self._last_event_nano = int(self.clock() * 1e9)
+        await self.remove_duplicates(newer_only=True)
         await self.refresh_all()
         duplicate = self.listener.engine_validated(self)
         if duplicate:
@@ -255,6 +275,9 @@ class Engine:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+            if self.state is EngineState.UNHEALTHY:
+                await self.recover()
+                continue
             try:
                 if (
                     not self.healthy
@@ -270,16 +293,67 @@ class Engine:
         self.updated_at = self.clock()
         self.error = ""
         if self.state is EngineState.UNHEALTHY:
-            log.info(
-                "Engine came back to life after %d retries. Hooray! (%s)",
-                self.failure_count,
-                self.name,
-            )
-            self.state = EngineState.HEALTHY
-            self.failure_count = 0
-            self.listener.engine_state_changed(self, "engine_reconnect")
-            self.wake()
+            # Not Healthy yet: stale copies of rescheduled containers must go first.
+            self._start_recovery()
+            return
         self.failure_count = 0
+
+    def _start_recovery(self) -> asyncio.Task[None]:
+        if self._recovery is None or self._recovery.done():
+            self._recovery = self._spawn(self._recover(), f"recover {self.address.entry}")
+        return self._recovery
+
+    async def recover(self) -> bool:
+        """Probe an unhealthy engine and, if it answers, bring it back; True when Healthy.
+
+        Unlike classic Swarm (which flagged the engine healthy, then cleaned up in the
+        background, so two copies ran side by side: its #1810/#1812), copies of
+        containers that were rescheduled elsewhere are removed before the flip.
+        """
+        if self.state is EngineState.UNHEALTHY:
+            # asyncio.wait: a cancelled caller must not cancel the shared recovery.
+            await asyncio.wait({self._start_recovery()})
+        return self.healthy
+
+    async def _recover(self) -> None:
+        retries = self.failure_count
+        try:
+            await self.update_specs()
+            self._answering = True
+            await self.remove_duplicates(newer_only=False)
+            await self.refresh_all()
+        except (EngineConnectionError, EngineError, ValueError) as exc:
+            log.debug("engine %s is not back yet: %s", self.addr, exc)
+            return
+        finally:
+            self._answering = False
+        if self.state is not EngineState.UNHEALTHY:
+            return
+        log.info("Engine came back to life after %d retries. Hooray! (%s)", retries, self.name)
+        self.state = EngineState.HEALTHY
+        self.failure_count = 0
+        self.listener.engine_state_changed(self, "engine_reconnect")
+        self.wake()
+
+    async def remove_duplicates(self, *, newer_only: bool) -> None:
+        """Remove local copies of containers whose swarm ID another engine runs.
+
+        Read from a light listing, before the cache is refreshed, so a stale copy is
+        never cached (nor listed) beside the live one.
+        """
+        listing = await self.call("GET", "/containers/json", params={"all": "1"}, timeout=30.0)
+        for cid in self.listener.duplicate_copies(self, listing or [], newer_only=newer_only):
+            try:
+                await self.call(
+                    "DELETE", f"/containers/{cid}", params={"force": "1", "v": "1"}
+                )
+            except EngineError as exc:
+                if exc.status != 404:
+                    log.error("Failed to remove duplicate container %s on %s: %s",
+                              cid, self.name, exc)
+                    continue
+            log.info("Removed duplicate container %s from %s", cid, self.name)
+            self.forget_container(cid)
 
     def record_failure(self, error: str) -> None:
         self.failure_count += 1
@@ -425,9 +499,14 @@ class Engine:
     def forget_container(self, cid: str) -> None:
         self._set_container(cid, None)
 
+    def restore_container(self, container: Container) -> None:
+        """Put back a container the watchdog dropped but could not move."""
+        self._set_container(container.id, container)
+
     async def refresh_images(self) -> None:
         listing = await self.call("GET", "/images/json", params={"all": "1"}, timeout=30.0)
         self.images = [Image(item) for item in listing or []]
+        self.listener.images_changed(self)
 
     async def refresh_networks(self) -> None:
         listing = await self.call("GET", "/networks", timeout=30.0)
@@ -452,7 +531,12 @@ class Engine:
         """Follow `/events`, resuming from the last event seen after any break."""
         failures = 0
         while True:
-            params = {"since": f"{self._last_event_nano / 1e9:.9f}"}
+            if self.state is EngineState.UNHEALTHY and not await self.recover():
+                # No stream while unhealthy: replayed events would cache stale copies.
+                failures += 1
+                await asyncio.sleep(min(failures, 10))
+                continue
+            params = {"since": since_param(self._last_event_nano)}
             try:
                 async for event in self.client.stream_lines("/events", params=params):
                     if failures:
@@ -473,15 +557,14 @@ class Engine:
                 failures += 1
                 log.exception("event monitor of %s crashed; restarting", self.name)
             await asyncio.sleep(min(failures, 10) if failures > 1 else 0.5)
-            if self.state is not EngineState.HEALTHY:
-                # Probe: a successful call brings the engine back (engine_reconnect).
+            if self.state is EngineState.PENDING:
+                # A changed daemon ID: keep probing so the error stays current.
                 with contextlib.suppress(EngineConnectionError, EngineError, ValueError):
                     await self.update_specs()
-                    if self.state is EngineState.UNHEALTHY:
-                        self.record_success()
-                    await self.refresh_all()
 
     async def _handle_event(self, event: dict[str, Any]) -> None:
+        if not self._seen_events.first_time(event):
+            return  # replayed by a `since` resume: already handled and published
         nano = int(event.get("timeNano") or 0)
         if nano > self._last_event_nano:
             self._last_event_nano = nano

@@ -79,3 +79,42 @@ class EventBus:
             # Make room for the end marker: the subscriber is being cut off anyway.
             sub.queue.get_nowait()
             sub.queue.put_nowait(None)
+
+
+def event_key(event: dict[str, Any]) -> tuple[int, str, str, str]:
+    """What tells two engine events apart: nanosecond time, type, action, actor."""
+    actor = event.get("Actor") or {}
+    return (
+        int(event.get("timeNano") or 0),
+        str(event.get("Type") or ""),
+        str(event.get("Action") or event.get("status") or ""),
+        str(actor.get("ID") or event.get("id") or ""),
+    )
+
+
+def since_param(nano: int) -> str:
+    """`seconds.nanoseconds`, exact: a float would round past the last event seen."""
+    return f"{nano // 1_000_000_000}.{nano % 1_000_000_000:09d}"
+
+
+class SeenEvents:
+    """The last events of one engine's stream, so a `since` resume never delivers one twice.
+
+    Docker's `since` is inclusive and a daemon may publish events slightly out of time
+    order, so "older than the last one" cannot be the test: the event itself is looked up.
+    """
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._limit = limit
+        self._order: collections.deque[tuple[int, str, str, str]] = collections.deque()
+        self._keys: set[tuple[int, str, str, str]] = set()
+
+    def first_time(self, event: dict[str, Any]) -> bool:
+        key = event_key(event)
+        if key in self._keys:
+            return False
+        self._keys.add(key)
+        self._order.append(key)
+        if len(self._order) > self._limit:
+            self._keys.discard(self._order.popleft())
+        return True
