@@ -429,8 +429,8 @@ async def splice(
 ) -> None:
     """Copy bytes both ways until both directions end, then close both connections.
 
-    At EOF in one direction the other side's write half is closed (where the transport
-    can, which TLS can't) and the other direction keeps going. An error in either
+    At EOF in one direction the other side's write half is closed (FIN, or close_notify on
+    a TLS listener, see tls.py) and the other direction keeps going. An error in either
     direction ends both.
     """
     up = asyncio.ensure_future(_copy(a_reader, b_writer))

@@ -26,6 +26,7 @@ from shoal.api.http import (
     StreamResponse,
     error_response,
 )
+from shoal.api.tls import TLSAcceptor
 
 logger = logging.getLogger(__name__)
 
@@ -356,6 +357,7 @@ class APIServer:
         self._unix_paths: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._acceptors: list[TLSAcceptor] = []
         self._clock = _DateClock()
         self._closing = False
 
@@ -384,11 +386,13 @@ class APIServer:
 
     async def _listen(self, host: str, listener: Listener) -> None:
         try:
-            if listener.proto == "unix":
+            if self._ssl is not None:
+                server = await self._listen_tls(listener, self._ssl)
+            elif listener.proto == "unix":
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(listener.path)
                 server = await asyncio.start_unix_server(
-                    self._on_connection, path=listener.path, ssl=self._ssl, limit=HEAD_LIMIT
+                    self._on_connection, path=listener.path, limit=HEAD_LIMIT
                 )
                 self._unix_paths.append(listener.path)
                 os.chmod(listener.path, 0o600)
@@ -397,7 +401,6 @@ class APIServer:
                     self._on_connection,
                     listener.host,
                     listener.port,
-                    ssl=self._ssl,
                     limit=HEAD_LIMIT,
                     backlog=1024,
                 )
@@ -413,6 +416,26 @@ class APIServer:
             listener.address,
             extra={"proto": listener.proto, "addr": listener.address},
         )
+
+    async def _listen_tls(self, listener: Listener, context: ssl.SSLContext) -> asyncio.Server:
+        """TLS done by `tls.TLSAcceptor` over a plain listener, for half-close (see tls.py)."""
+
+        def app_protocol() -> asyncio.Protocol:
+            reader = asyncio.StreamReader(limit=HEAD_LIMIT)
+            return asyncio.StreamReaderProtocol(reader, self._on_connection)
+
+        acceptor = TLSAcceptor(context, app_protocol)
+        loop = asyncio.get_running_loop()
+        if listener.proto == "unix":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(listener.path)
+            server = await loop.create_unix_server(acceptor, path=listener.path)
+            self._unix_paths.append(listener.path)
+            os.chmod(listener.path, 0o600)
+        else:
+            server = await loop.create_server(acceptor, listener.host, listener.port, backlog=1024)
+        self._acceptors.append(acceptor)
+        return server
 
     def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A plain callback starting our own task: the task is owned here, and cancelling it
@@ -441,6 +464,9 @@ class APIServer:
         self._closing = True
         for _, server in self._servers:
             server.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
+        self._acceptors.clear()
         for writer in list(self._writers):
             writer.close()
         tasks = list(self._tasks)
