@@ -536,6 +536,22 @@ async def test_stream_headers_arrive_before_first_chunk(env: Env) -> None:
         assert (await read_response(reader)).body == b"OK"
 
 
+async def test_request_sent_during_a_stream_is_answered_after_it(env: Env) -> None:
+    """A client may send its next request the moment a stream's last chunk arrives, or even
+    before the stream ends: the disconnect watcher must not eat its first bytes."""
+    async with raw(env) as (reader, writer):
+        writer.write(get("/gated"))
+        await read_head(reader)
+        writer.write(get("/echo/next"))
+        await asyncio.sleep(0.05)  # the watcher has now taken the first byte of it
+        env.state.release.set()
+        assert await read_chunk(reader) == b'{"StatusCode":0}\n'
+        assert await read_chunk(reader) == b""
+        response = await read_response(reader)
+        assert response.status == 200
+        assert response.json()["path"] == "/echo/next"
+
+
 async def test_stream_closed_when_client_disconnects(env: Env) -> None:
     async with raw(env) as (reader, writer):
         writer.write(get("/forever"))

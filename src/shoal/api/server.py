@@ -218,6 +218,11 @@ async def _await_cancelled(task: asyncio.Task[None] | asyncio.Task[bytes]) -> No
         await task
 
 
+def _push_back(reader: asyncio.StreamReader, data: bytes) -> None:
+    """Put bytes back at the front of a StreamReader, which has no public unread."""
+    reader._buffer[:0] = data  # type: ignore[attr-defined]
+
+
 async def _write_stream(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -256,15 +261,20 @@ async def _write_stream(
         # A client that leaves sends EOF; watching for it cancels e.g. an idle /events stream.
         watcher = asyncio.ensure_future(reader.read(1))
         await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
-        if not pump.done():
-            if watcher.cancelled() or watcher.exception() is not None or not watcher.result():
-                logger.debug("client went away during a streamed response")
-                return False
-            keep_alive = False  # bytes during a stream: answer nothing more on this connection
-            await pump
-        pump.result()
-        if watcher.done() and (watcher.cancelled() or watcher.exception() or watcher.result()):
+        if watcher.done() and not watcher.cancelled() and watcher.exception() is None:
+            taken = watcher.result()
+            if not taken:
+                if not pump.done():
+                    logger.debug("client went away during a streamed response")
+                    return False
+            else:
+                # The start of the client's next request (it may send it as soon as the last
+                # chunk arrives): give it back for the next head read.
+                _push_back(reader, taken)
+        elif watcher.done():
             return False
+        await pump
+        pump.result()
         return keep_alive
     except (ConnectionError, ssl.SSLError) as exc:
         logger.debug("client connection lost during a streamed response: %s", exc)
