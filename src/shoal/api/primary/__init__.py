@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 from shoal.api.http import Hijack, Request, Response, StreamResponse, error_response
-from shoal.api.primary import containers, execs, images, networks, system, volumes
+from shoal.api.primary import build, containers, execs, images, networks, system, volumes
 from shoal.api.primary.context import ApiContext
 from shoal.api.router import Router
 
 #: Docker endpoints shoal does not serve yet: a clear 501, never a hang.
 NOT_IMPLEMENTED = [
-    ("POST", "/build"),
-    ("POST", "/build/prune"),
-    ("POST", "/build/cancel"),
-    ("POST", "/session"),
-    ("POST", "/grpc"),
-    ("POST", "/commit"),
-    ("POST", "/images/load"),
-    ("POST", "/images/prune"),
-    ("POST", "/containers/prune"),
-    ("POST", "/networks/create"),
-    ("POST", "/networks/prune"),
-    ("POST", "/networks/{id:.*}/connect"),
-    ("POST", "/networks/{id:.*}/disconnect"),
-    ("DELETE", "/networks/{id:.*}"),
-    ("POST", "/volumes/create"),
-    ("POST", "/volumes/prune"),
-    ("DELETE", "/volumes/{name:.*}"),
-    ("GET", "/system/df"),
     ("GET", "/images/viz"),
     ("GET", "/distribution/{name:.*}/json"),
 ]
@@ -38,7 +20,7 @@ class PrimaryHandler:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
         self.router = Router()
-        for module in (system, containers, execs, images, networks, volumes):
+        for module in (system, containers, execs, images, build, networks, volumes):
             module.register(self.router, ctx)
         for method, pattern in NOT_IMPLEMENTED:
             self.router.add(method, pattern, self._not_implemented)

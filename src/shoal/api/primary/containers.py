@@ -3,12 +3,17 @@ everything else passed to the engine that runs the container."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import logging
 import re
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from shoal.api.http import HTTPError, Request, Response, StreamResponse, json_response
 from shoal.api.primary.context import ApiContext
+from shoal.api.primary.images import gather_calls, merge_prune
 from shoal.api.primary.proxy import (
     container_path,
     find,
@@ -20,10 +25,18 @@ from shoal.api.primary.proxy import (
 from shoal.api.primary.system import parse_filters
 from shoal.api.router import RouteHandler, Router
 from shoal.cluster.client import EngineConnectionError, EngineError
-from shoal.cluster.cluster import Conflict, Placed
+from shoal.cluster.cluster import Cluster, Conflict, Placed
 from shoal.cluster.engine import Engine
 from shoal.scheduler.errors import SchedulerError
-from shoal.scheduler.labels import build_container_config
+from shoal.scheduler.labels import (
+    AFFINITIES_LABEL,
+    build_container_config,
+    go_json_list,
+    parse_label_list,
+    rules_from_config,
+)
+
+log = logging.getLogger("shoal.api")
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
@@ -32,11 +45,28 @@ LEGACY_HOST_FIELDS = ("Memory", "MemorySwap", "CpuShares", "Cpuset")
 
 
 def public_ports(ports: list[dict[str, Any]], engine: Engine) -> list[dict[str, Any]]:
-    """Ports bound to every interface are reachable at the engine's address."""
+    """Ports bound to every interface are reachable at the engine's address.
+
+    The IPv4 and IPv6 wildcard bindings of one port then read the same: shown once.
+    """
+    out: list[dict[str, Any]] = []
     for port in ports:
         if "PublicPort" in port and port.get("IP", "") in UNSPECIFIED_IPS:
             port["IP"] = engine.ip
-    return ports
+        if port not in out:
+            out.append(port)
+    return out
+
+
+def public_bindings(bindings: list[dict[str, Any]], engine: Engine) -> list[dict[str, Any]]:
+    """Inspect's bindings of one port with wildcard addresses made the engine's (deduped)."""
+    out: list[dict[str, Any]] = []
+    for b in bindings:
+        if b.get("HostIp", "") in UNSPECIFIED_IPS:
+            b = {**b, "HostIp": engine.ip}
+        if b not in out:
+            out.append(b)
+    return out
 
 
 def list_entry(placed: Placed, now: float) -> dict[str, Any]:
@@ -49,18 +79,89 @@ def list_entry(placed: Placed, now: float) -> dict[str, Any]:
     return entry
 
 
+#: Filter keys of `GET /containers/json`: the engine's, plus classic Swarm's `node`.
+PS_FILTERS = frozenset(
+    {
+        "ancestor",
+        "before",
+        "expose",
+        "exited",
+        "health",
+        "id",
+        "is-task",
+        "isolation",
+        "label",
+        "name",
+        "network",
+        "publish",
+        "since",
+        "status",
+        "volume",
+        "node",
+    }
+)
+HEALTH_STATES = ("starting", "healthy", "unhealthy", "none")
+
+
+def validate_list_filters(filters: dict[str, list[str]]) -> None:
+    """Refuse what an engine refuses, with its texts, before any container is looked at."""
+    for key, values in filters.items():
+        if key not in PS_FILTERS:
+            raise HTTPError(400, f"invalid filter '{key}'")
+        for value in values:
+            if key == "status" and value not in STATUSES:
+                raise HTTPError(400, f"Invalid filter 'status={value}'")
+            if key == "health" and value not in HEALTH_STATES:
+                raise HTTPError(400, f"Unrecognised filter value for health: {value}")
+            if key == "exited":
+                try:
+                    int(value)
+                except ValueError:
+                    raise HTTPError(400, f"invalid filter 'exited={value}'") from None
+            if key == "is-task" and value not in ("true", "false"):
+                raise HTTPError(400, f"Invalid filter 'is-task={value}'")
+
+
+def ancestor_ids(engine: Engine, refs: list[str]) -> set[str]:
+    """IDs of the images `refs` name on `engine` and of every image built on top of them,
+    as an engine's `ancestor` filter resolves them."""
+    found = {i.id for i in engine.images if any(i.matches(r) for r in refs)}
+    parents = {i.id: str(i.summary.get("ParentId") or "") for i in engine.images}
+    changed = bool(found)
+    while changed:
+        changed = False
+        for image_id, parent in parents.items():
+            if parent in found and image_id not in found:
+                found.add(image_id)
+                changed = True
+    return found
+
+
+def _port_matches(values: list[str], ports: list[dict[str, Any]], field: str) -> bool:
+    for value in values:
+        port, _, proto = value.partition("/")
+        for p in ports:
+            if str(p.get(field, "")) == port and (not proto or p.get("Type") == proto):
+                return True
+    return False
+
+
 def match_list_filters(
-    placed: Placed, filters: dict[str, list[str]], refs: dict[str, float]
+    placed: Placed,
+    filters: dict[str, list[str]],
+    refs: dict[str, float],
+    ancestors: dict[int, set[str]] | None = None,
 ) -> bool:
     """`docker ps --filter` as an engine applies it, plus classic Swarm's `node`."""
     c = placed.container
     for key, values in filters.items():
         if key == "name":
-            name = c.name.lstrip("/")
-            if not any(_search(v, name) for v in values):
+            # The engine matches "/name"; classic Swarm matched the bare name: take both.
+            names = (c.name, c.name.lstrip("/"))
+            if not any(_search(v, n) for v in values for n in names):
                 return False
         elif key == "id":
-            if not any(c.id.startswith(v) for v in values):
+            if not any(c.id.startswith(v) or _search(v, c.id) for v in values):
                 return False
         elif key == "label":
             labels = c.labels
@@ -81,15 +182,17 @@ def match_list_filters(
             if health not in values:
                 return False
         elif key == "ancestor":
-            image = c.image
-            if not any(
-                v in (image, c.inspect.get("Image", ""))
-                or image.split(":")[0] == v
-                or c.inspect.get("Image", "").removeprefix("sha256:").startswith(
-                    v.removeprefix("sha256:")
-                )
-                for v in values
-            ):
+            image_id = str(c.inspect.get("Image", ""))
+            if ancestors is not None:
+                if image_id not in ancestors.get(id(placed.engine), set()):
+                    return False
+            elif not any(v in (c.image, image_id) for v in values):
+                return False
+        elif key == "publish":
+            if not _port_matches(values, c.summary(0)["Ports"], "PublicPort"):
+                return False
+        elif key == "expose":
+            if not _port_matches(values, c.summary(0)["Ports"], "PrivatePort"):
                 return False
         elif key == "exited":
             code = str(c.state.get("ExitCode", ""))
@@ -149,6 +252,30 @@ def check_config_types(body: dict[str, Any]) -> None:
         raise HTTPError(400, "json: cannot unmarshal non-string into field Labels")
 
 
+def image_retry_config(
+    cluster: Cluster, config: dict[str, Any], exc: EngineError
+) -> dict[str, Any] | None:
+    """Classic Swarm's second chance for a create whose image is missing on the chosen node
+    (spec 3.5, retry b): when some node holds the image and no hard `node==` constraint
+    pins the container, the config with a hard `image==<image>` affinity; else None."""
+    image = str(config.get("Image") or "")
+    if not image or exc.status in (400, 409):
+        return None
+    if any(
+        c.replace(" ", "").startswith("node==") and not c.replace(" ", "").startswith("node==~")
+        for c in rules_from_config(config, "constraint")
+    ):
+        return None
+    if not any(i.matches(image) for e in cluster.healthy_engines() for i in e.images):
+        return None
+    retry = copy.deepcopy(config)
+    labels = dict(retry.get("Labels") or {})
+    affinities = [*parse_label_list(labels.get(AFFINITIES_LABEL)), f"image=={image}"]
+    labels[AFFINITIES_LABEL] = go_json_list(affinities)
+    retry["Labels"] = labels
+    return retry
+
+
 def _search(pattern: str, text: str) -> bool:
     try:
         return re.search(pattern, text) is not None
@@ -166,6 +293,7 @@ def register(router: Router, ctx: ApiContext) -> None:
             limit = int(request.arg("limit") or "-1")
         except ValueError:
             raise HTTPError(400, "invalid value for limit") from None
+        validate_list_filters(filters)
         refs: dict[str, float] = {}
         for key in ("before", "since"):
             ref = request.arg(key) or next(iter(filters.get(key) or []), None)
@@ -173,19 +301,20 @@ def register(router: Router, ctx: ApiContext) -> None:
                 refs[key] = find(cluster, ref).container.created
                 filters[key] = [ref]
         if "status" in filters:
-            for value in filters["status"]:
-                if value not in STATUSES:
-                    raise HTTPError(400, f"Invalid filter 'status={value}'")
-            if any(v != "running" for v in filters["status"]):
-                show_all = True
+            show_all = True  # as on an engine: a status filter looks at every container
         if limit > 0 or refs:
             show_all = True
+        ancestors = None
+        if "ancestor" in filters:
+            ancestors = {
+                id(e): ancestor_ids(e, filters["ancestor"]) for e in cluster.active_engines()
+            }
         now = time.time()
         chosen = [
             p
             for p in cluster.containers()
             if (show_all or (p.container.running and p.engine.healthy))
-            and match_list_filters(p, filters, refs)
+            and match_list_filters(p, filters, refs, ancestors)
         ]
         chosen.sort(key=lambda p: p.container.created, reverse=True)
         if limit > 0:
@@ -239,7 +368,7 @@ def register(router: Router, ctx: ApiContext) -> None:
         except (ValueError, TypeError) as exc:
             raise HTTPError(500, str(exc)) from None
         try:
-            placed = await cluster.create_container(
+            placed = await create_with_image_retry(
                 config, name, request.headers.get("X-Registry-Auth")
             )
         except Conflict as exc:
@@ -253,6 +382,49 @@ def register(router: Router, ctx: ApiContext) -> None:
         warnings: list[str] = []
         return json_response({"Id": placed.container.id, "Warnings": warnings}, 201)
 
+    async def create_with_image_retry(
+        config: dict[str, Any], name: str | None, auth: str | None
+    ) -> Placed:
+        try:
+            return await cluster.create_container(copy.deepcopy(config), name, auth)
+        except EngineError as exc:
+            retry = image_retry_config(cluster, config, exc)
+            if retry is None:
+                raise
+            log.info("Create failed (%s); retrying where the image %s is", exc, config["Image"])
+            return await cluster.create_container(retry, name, auth)
+
+    async def commit(request: Request, params: dict[str, str]) -> Response | StreamResponse:
+        """`docker commit` on the container's node; the new image is then cached there."""
+        ref = request.arg("container") or ""
+        placed = find_healthy(cluster, ref)
+        pairs = [
+            (k, placed.container.id if k == "container" else v)
+            for k, values in request.query.items()
+            for v in values
+        ]
+        prefix = f"/v{request.api_version}" if request.api_version else ""
+        target = f"{prefix}/commit?{urlencode(pairs)}"
+        engine = placed.engine
+
+        async def after() -> None:
+            with contextlib.suppress(EngineError, EngineConnectionError):
+                await engine.refresh_images()
+
+        return await forward(engine, request, target, after=after)
+
+    async def prune(request: Request, params: dict[str, str]) -> Response:
+        """`docker container prune` on every healthy node: deletions joined, space summed."""
+        query = {k: v[0] for k, v in request.query.items() if v}
+        engines = cluster.healthy_engines()
+        results = await gather_calls(
+            engines, lambda e: e.call("POST", "/containers/prune", params=query, timeout=None)
+        )
+        for engine in engines:
+            with contextlib.suppress(EngineError, EngineConnectionError):
+                await engine.refresh_containers()
+        return json_response(merge_prune(results, "ContainersDeleted"))
+
     async def inspect(request: Request, params: dict[str, str]) -> Response | StreamResponse:
         ref = params["name"]
         placed = find_healthy(cluster, ref)
@@ -265,14 +437,7 @@ def register(router: Router, ctx: ApiContext) -> None:
         if settings and settings.get("Ports"):
             settings = dict(settings)
             settings["Ports"] = {
-                port: [
-                    {**b, "HostIp": placed.engine.ip}
-                    if b.get("HostIp", "") in UNSPECIFIED_IPS
-                    else b
-                    for b in bindings
-                ]
-                if bindings
-                else bindings
+                port: public_bindings(bindings, placed.engine) if bindings else bindings
                 for port, bindings in settings["Ports"].items()
             }
             data["NetworkSettings"] = settings
@@ -374,6 +539,8 @@ def register(router: Router, ctx: ApiContext) -> None:
     router.add("GET", "/containers/json", list_containers)
     router.add("GET", "/containers/ps", list_containers)
     router.add("POST", "/containers/create", create)
+    router.add("POST", "/containers/prune", prune)
+    router.add("POST", "/commit", commit)
     router.add("GET", "/containers/{name:.*}/json", inspect)
     router.add("POST", "/containers/{name:.*}/start", start)
     for action in ("stop", "kill", "restart", "pause", "unpause", "update", "wait"):

@@ -25,6 +25,7 @@ from shoal.api.http import (
 from shoal.cluster.client import HOP_BY_HOP, EngineConnectionError, connection_error_text
 from shoal.cluster.cluster import Cluster, NotFound, Placed
 from shoal.cluster.engine import Engine
+from shoal.cluster.passthrough import RawResponse
 
 #: Response headers an engine sets that describe the engine, not the object.
 ENGINE_ONLY_HEADERS = frozenset({"api-version", "docker-experimental", "ostype", "server", "date"})
@@ -70,8 +71,15 @@ async def forward(
     """Send the request on; small answers come back whole, streams chunk by chunk.
 
     `after` runs once the engine has answered a complete body (a cache refresh, so the
-    next read through shoal sees the change), or when a streamed answer ends.
+    next read through shoal sees the change), or when a streamed answer ends. Requests
+    without a body, or with a small one of known length, take the raw passthrough path;
+    uploads are streamed through aiohttp's client.
     """
+    length = request.headers.get("Content-Length")
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if body is None and not chunked and (length is None or int(length) <= RAW_BODY_LIMIT):
+        raw_body = await request.body() if length else b""
+        return await _forward_raw(engine, request, target, raw_body, after)
     headers = [
         (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
     ]
@@ -112,6 +120,57 @@ async def forward(
             await _quietly(after)
         return Response(resp.status, raw, out_headers, content_type)
     return StreamResponse(resp.status, _relay(resp, after), out_headers, content_type)
+
+
+RAW_BODY_LIMIT = 1 << 20
+
+
+async def _forward_raw(
+    engine: Engine,
+    request: Request,
+    target: str,
+    body: bytes,
+    after: Callable[[], Awaitable[object]] | None,
+) -> Response | StreamResponse:
+    try:
+        resp = await engine.raw.send(
+            rewrite_head(request.raw_head, target), body, head_only=request.method == "HEAD"
+        )
+    except EngineConnectionError as exc:
+        engine.record_failure(str(exc))
+        raise HTTPError(500, str(exc)) from exc
+    engine.record_success()
+    content_type = None
+    headers: list[tuple[str, str]] = []
+    for name, value in resp.headers:
+        lower = name.lower()
+        if lower == "content-type":
+            content_type = value
+        elif lower not in HOP_BY_HOP and lower not in ENGINE_ONLY_HEADERS:
+            headers.append((name, value))
+    if resp.content_length is not None:
+        try:
+            raw = await resp.read()
+        except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
+            raise HTTPError(500, f"engine connection lost: {exc}") from exc
+        if after is not None:
+            await _quietly(after)
+        return Response(resp.status, raw, headers, content_type)
+    return StreamResponse(resp.status, _relay_raw(resp, after), headers, content_type)
+
+
+async def _relay_raw(
+    resp: RawResponse, after: Callable[[], Awaitable[object]] | None
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in resp.body():
+            yield chunk
+    except (ConnectionError, asyncio.IncompleteReadError, OSError):
+        return
+    finally:
+        resp.close()
+        if after is not None:
+            await _quietly(after)
 
 
 async def _relay(

@@ -1,0 +1,222 @@
+"""`POST /build` on the one node the scheduler picks; BuildKit's routes answer a clear 501.
+
+The build context is streamed to the engine as it arrives, after a look at its first
+block: an engine answers a context that is not a tar with a 500 ("unexpected EOF"),
+while the client deserves a 400 that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+
+from shoal.api.http import HTTPError, Request, Response, StreamResponse, json_response
+from shoal.api.primary.context import ApiContext
+from shoal.api.primary.images import gather_calls, merge_prune
+from shoal.api.router import Router
+from shoal.cluster.client import (
+    HOP_BY_HOP,
+    EngineConnectionError,
+    EngineError,
+    connection_error_text,
+    error_message,
+)
+from shoal.cluster.cluster import Cluster
+from shoal.cluster.engine import Engine
+from shoal.scheduler.errors import SchedulerError
+from shoal.scheduler.labels import build_scheduling_config
+
+BUILDKIT_UNSUPPORTED = (
+    "BuildKit is not supported by shoal; use the classic builder (DOCKER_BUILDKIT=0)"
+)
+NOT_A_TAR = (
+    "the build context is not a tar archive (plain, gzip, bzip2, xz or zstd): "
+    "unexpected EOF"
+)
+#: Engine errors (a 500) that mean the context was not an archive, which is the client's fault.
+BAD_CONTEXT_ERRORS = ("archive/tar:", "unexpected EOF", "gzip:", "bzip2", "xz:", "zstd")
+TAR_BLOCK = 512
+#: Magic numbers of the compressions dockerd unpacks a build context from.
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
+
+
+def is_build_context(head: bytes) -> bool:
+    """Whether the first bytes of a context can start an archive dockerd accepts.
+
+    A compressed stream is trusted by its magic; a plain tar must open with a header
+    block whose checksum holds (an all-zero block is an empty archive).
+    """
+    if any(head.startswith(m) for m in COMPRESSED_MAGIC):
+        return True
+    if len(head) < TAR_BLOCK:
+        return False
+    block = head[:TAR_BLOCK]
+    if block == bytes(TAR_BLOCK):
+        return True
+    field = block[148:156].replace(b"\x00", b" ").strip()
+    try:
+        stored = int(field, 8)
+    except ValueError:
+        return False
+    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    signed = sum((b - 256 if b > 127 else b) for b in block[:148] + block[156:]) + 8 * 32
+    return stored in (unsigned, signed)
+
+
+def json_query(request: Request, name: str) -> dict[str, Any]:
+    """A JSON-object query parameter (`buildargs`, `labels`); absent or empty is `{}`."""
+    raw = request.arg(name)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise HTTPError(400, f"invalid {name} JSON: {raw}") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HTTPError(400, f"invalid {name} JSON: an object is expected")
+    return value
+
+
+def int_query(request: Request, name: str) -> int:
+    raw = request.arg(name) or "0"
+    try:
+        return int(raw)
+    except ValueError:
+        raise HTTPError(400, f"invalid {name} value: {raw}") from None
+
+
+def choose_engine(cluster: Cluster, request: Request) -> tuple[Engine, dict[str, str | None]]:
+    """The node for a build, from swarm expressions in its build args and labels (§3.9),
+    and the build args left once those expressions are taken out."""
+    buildargs = json_query(request, "buildargs")
+    labels = json_query(request, "labels")
+    config, remaining = build_scheduling_config(
+        {str(k): (None if v is None else str(v)) for k, v in buildargs.items()},
+        labels={str(k): str(v) for k, v in labels.items()},
+        cpus=int_query(request, "cpushares"),
+        memory=int_query(request, "memory"),
+    )
+    try:
+        ranked = cluster.scheduler.select(config, cluster.node_views())
+    except SchedulerError as exc:
+        raise HTTPError(500, str(exc)) from None
+    return cluster.engine_for_node(ranked[0]), remaining
+
+
+def engine_target(request: Request, remaining: dict[str, str | None], had_args: bool) -> str:
+    """The engine's URL path and query: the client's, with the build args rewritten."""
+    pairs: list[tuple[str, str]] = []
+    for key, values in request.query.items():
+        if key == "buildargs":
+            continue
+        pairs.extend((key, v) for v in values)
+    if had_args:
+        pairs.append(("buildargs", json.dumps(remaining)))
+    prefix = f"/v{request.api_version}" if request.api_version else ""
+    query = urlencode(pairs)
+    return prefix + "/build" + (f"?{query}" if query else "")
+
+
+async def checked_context(request: Request) -> AsyncIterator[bytes]:
+    """The request body as an iterator, after checking its first block is an archive."""
+    source = request.stream().__aiter__()
+    head = b""
+    while len(head) < TAR_BLOCK:
+        try:
+            head += await source.__anext__()
+        except StopAsyncIteration:
+            break
+    if not is_build_context(head):
+        raise HTTPError(400, NOT_A_TAR)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        async for piece in source:
+            yield piece
+
+    return body()
+
+
+def register(router: Router, ctx: ApiContext) -> None:
+    cluster = ctx.cluster
+
+    async def build(request: Request, params: dict[str, str]) -> Response | StreamResponse:
+        version = request.arg("version") or "1"
+        if version == "2":
+            raise HTTPError(501, BUILDKIT_UNSUPPORTED)
+        if version != "1":
+            raise HTTPError(400, f"invalid version {version}")
+        engine, remaining = choose_engine(cluster, request)
+        target = engine_target(request, remaining, request.arg("buildargs") is not None)
+        data: AsyncIterator[bytes] | None = None
+        if not request.arg("remote"):
+            data = await checked_context(request)
+        elif not request.body_complete:
+            data = request.stream()
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+        client = engine.client
+        try:
+            resp = await client.session.post(
+                client.base_url + target,
+                headers=headers,
+                data=data,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=None),
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            text = connection_error_text(engine.address, exc)
+            engine.record_failure(text)
+            raise HTTPError(500, text) from exc
+        engine.record_success()
+        if resp.status >= 300:
+            try:
+                raw = await resp.read()
+            finally:
+                resp.release()
+            status = resp.status
+            message = error_message(raw, status)
+            if status == 500 and any(m in message for m in BAD_CONTEXT_ERRORS):
+                status = 400  # a compressed body whose content is not a tar
+            return Response(status, raw, [], resp.headers.get("Content-Type"))
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in resp.content.iter_any():
+                    yield chunk
+            except (aiohttp.ClientError, OSError):
+                return
+            finally:
+                resp.close()
+                with contextlib.suppress(EngineError, EngineConnectionError):
+                    await engine.refresh_images()
+
+        return StreamResponse(resp.status, relay(), [], resp.headers.get("Content-Type"))
+
+    async def prune(request: Request, params: dict[str, str]) -> Response:
+        """`docker builder prune` on every healthy node: caches joined, space summed."""
+        query = {k: v[0] for k, v in request.query.items() if v}
+        results = await gather_calls(
+            cluster.healthy_engines(),
+            lambda e: e.call("POST", "/build/prune", params=query, timeout=None),
+        )
+        return json_response(merge_prune(results, "CachesDeleted"))
+
+    async def cancel(request: Request, params: dict[str, str]) -> Response:
+        if not request.arg("id"):
+            raise HTTPError(400, "build ID not provided")
+        raise HTTPError(501, BUILDKIT_UNSUPPORTED)
+
+    async def buildkit(request: Request, params: dict[str, str]) -> Response:
+        raise HTTPError(501, BUILDKIT_UNSUPPORTED)
+
+    router.add("POST", "/build", build)
+    router.add("POST", "/build/prune", prune)
+    router.add("POST", "/build/cancel", cancel)
+    router.add("POST", "/session", buildkit)
+    router.add("POST", "/grpc", buildkit)
