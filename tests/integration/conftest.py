@@ -19,6 +19,7 @@ import pytest_asyncio
 
 from shoal.sandbox import Sandbox
 from shoal.sandbox.cluster import check_host
+from tests.integration.manager import Manager, running_manager
 
 DOCKER_NEW = "/usr/local/bin/docker"  # docker CLI v28
 DOCKER_OLD = "/usr/bin/docker"  # Debian's docker CLI 20.10, same version as the engines
@@ -111,6 +112,14 @@ async def sandbox3(request: pytest.FixtureRequest, host_ready: None) -> AsyncIte
                       labels=[dict(x) for x in SANDBOX3_LABELS])
     async with sandbox:
         yield sandbox
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def manager3(sandbox3: Sandbox) -> AsyncIterator[Manager]:
+    """`shoal manage` over `sandbox3` (TCP and unix listeners), shared by a module."""
+    async with running_manager(sandbox3.discovery, "--engine-failure-retry", "2", nodes=3,
+                               unix=True) as mgr:
+        yield mgr
 
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]

@@ -12,7 +12,7 @@ import ssl
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -137,3 +137,29 @@ async def wait_until(
             last_error = exc
         await asyncio.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} ({last_error})")
+
+
+FAST_REFRESH = ("--engine-refresh-min-interval", "1s", "--engine-refresh-max-interval", "2s")
+
+
+@contextlib.asynccontextmanager
+async def running_manager(
+    discovery: str, *extra: str, nodes: int, unix: bool = False
+) -> AsyncIterator[Manager]:
+    """`shoal manage` over `discovery` with a fast refresh, once `nodes` engines are healthy.
+
+    With `unix`, a second listener on a unix socket (`Manager.unix_socket`).
+    """
+    port = free_port()
+    hosts = ["-H", f"tcp://127.0.0.1:{port}"]
+    sock = None
+    if unix:
+        sock = os.path.join(tempfile.mkdtemp(prefix="shoal-"), "x.sock")
+        hosts += ["-H", f"unix://{sock}"]
+    mgr = Manager(["manage", *hosts, *FAST_REFRESH, *extra, discovery], port, unix_socket=sock)
+    await mgr.start()
+    try:
+        await mgr.wait_nodes(nodes)
+        yield mgr
+    finally:
+        await mgr.stop()

@@ -17,14 +17,12 @@ import collections
 import os
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from shoal.sandbox import Sandbox
 from tests.integration.conftest import run_docker
-from tests.integration.manager import Manager, free_port
+from tests.integration.manager import Manager
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -54,25 +52,9 @@ volumes:
 """
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def manager(sandbox3: Sandbox) -> AsyncIterator[Manager]:
-    port = free_port()
-    mgr = Manager(
-        [
-            "manage",
-            "-H", f"tcp://127.0.0.1:{port}",
-            "--engine-refresh-min-interval", "1s",
-            "--engine-refresh-max-interval", "2s",
-            sandbox3.discovery,
-        ],
-        port,
-    )
-    await mgr.start()
-    await mgr.wait_nodes(3)
-    try:
-        yield mgr
-    finally:
-        await mgr.stop()
+@pytest.fixture(scope="module")
+def manager(manager3: Manager) -> Manager:
+    return manager3
 
 
 def write_file(path: str, text: str) -> None:

@@ -9,40 +9,21 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from shoal.sandbox import Sandbox
 from tests.integration.conftest import DOCKER_NEW, run_docker
-from tests.integration.manager import Manager, free_port, wait_until
+from tests.integration.manager import Manager, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def manager(sandbox3: Sandbox) -> AsyncIterator[Manager]:
-    port = free_port()
-    mgr = Manager(
-        [
-            "manage",
-            "-H", f"tcp://127.0.0.1:{port}",
-            "--engine-refresh-min-interval", "1s",
-            "--engine-refresh-max-interval", "2s",
-            "--engine-failure-retry", "2",
-            sandbox3.discovery,
-        ],
-        port,
-    )
-    await mgr.start()
-    await mgr.wait_nodes(3)
-    try:
-        yield mgr
-    finally:
-        await mgr.stop()
+@pytest.fixture(scope="module")
+def manager(manager3: Manager) -> Manager:
+    return manager3
 
 
 class EventsCli:

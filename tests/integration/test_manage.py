@@ -7,12 +7,9 @@ import collections
 import json
 import os
 import subprocess
-import tempfile
-from collections.abc import AsyncIterator
 
 import pexpect
 import pytest
-import pytest_asyncio
 
 from shoal.sandbox import Sandbox
 from tests.integration.conftest import DOCKER_NEW, DOCKER_OLD, DockerCli, run_docker
@@ -24,29 +21,9 @@ LISTENERS = ["tcp", "unix"]
 CLIS = [DOCKER_NEW, DOCKER_OLD]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def manager(sandbox3: Sandbox) -> AsyncIterator[Manager]:
-    port = free_port()
-    sock = os.path.join(tempfile.mkdtemp(prefix="shoal-"), "x.sock")
-    mgr = Manager(
-        [
-            "manage",
-            "-H", f"tcp://127.0.0.1:{port}",
-            "-H", f"unix://{sock}",
-            "--engine-refresh-min-interval", "1s",
-            "--engine-refresh-max-interval", "2s",
-            "--engine-failure-retry", "2",
-            sandbox3.discovery,
-        ],
-        port,
-        unix_socket=sock,
-    )
-    await mgr.start()
-    await mgr.wait_nodes(3)
-    try:
-        yield mgr
-    finally:
-        await mgr.stop()
+@pytest.fixture(scope="module")
+def manager(manager3: Manager) -> Manager:
+    return manager3
 
 
 def host_of(manager: Manager, listener: str) -> str:

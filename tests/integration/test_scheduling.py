@@ -10,28 +10,13 @@ import pytest_asyncio
 
 from shoal.sandbox import Sandbox
 from tests.integration.conftest import DockerCli, run_docker
-from tests.integration.manager import Manager, free_port
+from tests.integration.manager import Manager, running_manager
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-FAST = ["--engine-refresh-min-interval", "1s", "--engine-refresh-max-interval", "2s"]
-
-
-async def start_manager(discovery: str, *extra: str, nodes: int) -> Manager:
-    port = free_port()
-    mgr = Manager(["manage", "-H", f"127.0.0.1:{port}", *FAST, *extra, discovery], port)
-    await mgr.start()
-    await mgr.wait_nodes(nodes)
-    return mgr
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def spread(sandbox3: Sandbox) -> AsyncIterator[Manager]:
-    mgr = await start_manager(sandbox3.discovery, nodes=3)
-    try:
-        yield mgr
-    finally:
-        await mgr.stop()
+@pytest.fixture(scope="module")
+def spread(manager3: Manager) -> Manager:
+    return manager3
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -164,8 +149,7 @@ async def test_host_ports_on_two_nodes(
     sandbox3: Sandbox, clean: None, docker_cli: DockerCli
 ) -> None:
     two = "nodes://" + ",".join(n.addr for n in sandbox3.nodes[:2])
-    mgr = await start_manager(two, nodes=2)
-    try:
+    async with running_manager(two, nodes=2) as mgr:
         for i in range(2):
             await run_d(docker_cli, mgr.tcp, "--name", f"web{i}", "-p", "80:80", "busybox",
                         "httpd", "-f", "-p", "80")
@@ -179,16 +163,13 @@ async def test_host_ports_on_two_nodes(
         # A random host port never conflicts.
         await run_d(docker_cli, mgr.tcp, "--name", "web-any", "-p", "80", "busybox", "httpd",
                     "-f", "-p", "80")
-    finally:
-        await mgr.stop()
 
 
 async def test_binpack_fills_first_node(
     sandbox3: Sandbox, clean: None, docker_cli: DockerCli
 ) -> None:
     two = "nodes://" + ",".join(n.addr for n in sandbox3.nodes[:2])
-    mgr = await start_manager(two, "--strategy", "binpack", nodes=2)
-    try:
+    async with running_manager(two, "--strategy", "binpack", nodes=2) as mgr:
         info = await mgr.info()
         total = max(int(info["MemTotal"]) // 2, 1)
         # Two of these fit on one node, a third does not.
@@ -201,18 +182,13 @@ async def test_binpack_fills_first_node(
         assert placed[0] == placed[1]
         assert placed[2] != placed[0]
         assert "Reserved Memory" in str(info["SystemStatus"])
-    finally:
-        await mgr.stop()
 
 
 async def test_containerslots(make_sandbox: object, docker_cli: DockerCli) -> None:
     sandbox = await make_sandbox(1, labels=[{"containerslots": "2"}])  # type: ignore[operator]
-    mgr = await start_manager(sandbox.discovery, nodes=1)
-    try:
+    async with running_manager(sandbox.discovery, nodes=1) as mgr:
         for i in range(2):
             await run_d(docker_cli, mgr.tcp, "--name", f"slot{i}", "busybox", "sleep", "300")
         over = await docker_cli(mgr.tcp, "run", "-d", "--name", "slot2", "busybox", "true")
         assert over.returncode != 0
         assert "available container slots" in over.stderr
-    finally:
-        await mgr.stop()

@@ -183,20 +183,8 @@ class EngineClient:
             ) as resp:
                 if resp.status >= 400:
                     raise EngineError(resp.status, error_message(await resp.read(), resp.status))
-                decoder = json.JSONDecoder()
-                buffer = ""
-                async for chunk in resp.content.iter_any():
-                    buffer += chunk.decode(errors="replace")
-                    while buffer:
-                        buffer = buffer.lstrip()
-                        if not buffer:
-                            break
-                        try:
-                            obj, end = decoder.raw_decode(buffer)
-                        except ValueError:
-                            break
-                        buffer = buffer[end:]
-                        yield obj
+                async for obj in json_objects(resp.content.iter_any()):
+                    yield obj
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise EngineConnectionError(connection_error_text(self.address, exc)) from exc
 
@@ -218,6 +206,30 @@ class EngineClient:
             )
         except (OSError, TimeoutError) as exc:
             raise EngineConnectionError(connection_error_text(self.address, exc)) from exc
+
+
+async def json_objects(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """Concatenated JSON objects (events, progress streams) decoded as they complete.
+
+    A trailing fragment that never completes comes out as `{"stream": text}`.
+    """
+    decoder = json.JSONDecoder()
+    buffer = ""
+    async for chunk in chunks:
+        buffer += chunk.decode(errors="replace")
+        while True:
+            buffer = buffer.lstrip()
+            if not buffer:
+                break
+            try:
+                obj, end = decoder.raw_decode(buffer)
+            except ValueError:
+                break
+            buffer = buffer[end:]
+            if isinstance(obj, dict):
+                yield obj
+    if buffer.strip():
+        yield {"stream": buffer}
 
 
 def error_message(raw: bytes, status: int) -> str:

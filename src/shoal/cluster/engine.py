@@ -563,6 +563,8 @@ class Engine:
                     await self.update_specs()
 
     async def _handle_event(self, event: dict[str, Any]) -> None:
+        if not (event.get("Action") or event.get("status")):
+            return  # not an event: e.g. the fragment of one cut off by a dying engine
         if not self._seen_events.first_time(event):
             return  # replayed by a `since` resume: already handled and published
         nano = int(event.get("timeNano") or 0)

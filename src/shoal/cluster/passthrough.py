@@ -43,9 +43,20 @@ class RawResponse:
     _done: bool = field(default=False)
 
     async def read(self) -> bytes:
-        """The whole body (for answers with a length)."""
-        parts = [chunk async for chunk in self.body()]
-        return b"".join(parts)
+        """The whole body (for answers with a length: one read, no per-piece iteration)."""
+        if self.content_length is None or self.chunked:
+            return b"".join([chunk async for chunk in self.body()])
+        self._done = True
+        try:
+            data = await self.conn.reader.readexactly(self.content_length)
+        except BaseException:
+            self.conn.writer.close()
+            raise
+        if self.keep_alive:
+            self.pool.release(self.conn)
+        else:
+            self.conn.writer.close()
+        return data
 
     async def body(self) -> AsyncIterator[bytes]:
         """The body as it arrives; the connection is pooled or closed at the end."""
@@ -60,21 +71,11 @@ class RawResponse:
                         while (await reader.readuntil(b"\r\n")) != b"\r\n":
                             pass  # trailers
                         break
-                    remaining = size
-                    while remaining:
-                        data = await reader.read(min(remaining, PIECE))
-                        if not data:
-                            raise asyncio.IncompleteReadError(b"", remaining)
-                        remaining -= len(data)
+                    async for data in _exactly(reader, size):
                         yield data
                     await reader.readexactly(2)
             elif self.content_length is not None:
-                remaining = self.content_length
-                while remaining:
-                    data = await reader.read(min(remaining, PIECE))
-                    if not data:
-                        raise asyncio.IncompleteReadError(b"", remaining)
-                    remaining -= len(data)
+                async for data in _exactly(reader, self.content_length):
                     yield data
             else:
                 while data := await reader.read(PIECE):
@@ -92,6 +93,17 @@ class RawResponse:
         if not self._done:
             self._done = True
             self.conn.writer.close()
+
+
+async def _exactly(reader: asyncio.StreamReader, size: int) -> AsyncIterator[bytes]:
+    """`size` bytes, passed on in the pieces they arrive in."""
+    remaining = size
+    while remaining:
+        data = await reader.read(min(remaining, PIECE))
+        if not data:
+            raise asyncio.IncompleteReadError(b"", remaining)
+        remaining -= len(data)
+        yield data
 
 
 class _HeadParser:

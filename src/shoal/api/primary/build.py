@@ -7,23 +7,17 @@ while the client deserves a 400 that says what is wrong.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
-
 from shoal.api.http import HTTPError, Request, Response, StreamResponse, json_response
 from shoal.api.primary.context import ApiContext
 from shoal.api.primary.images import gather_calls, merge_prune
+from shoal.api.primary.proxy import forward
 from shoal.api.router import Router
 from shoal.cluster.client import (
-    HOP_BY_HOP,
-    EngineConnectionError,
-    EngineError,
-    connection_error_text,
     error_message,
 )
 from shoal.cluster.cluster import Cluster
@@ -160,43 +154,14 @@ def register(router: Router, ctx: ApiContext) -> None:
             data = await checked_context(request)
         elif not request.body_complete:
             data = request.stream()
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
-        client = engine.client
-        try:
-            resp = await client.session.post(
-                client.base_url + target,
-                headers=headers,
-                data=data,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=None),
-            )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            text = connection_error_text(engine.address, exc)
-            engine.record_failure(text)
-            raise HTTPError(500, text) from exc
-        engine.record_success()
-        if resp.status >= 300:
-            try:
-                raw = await resp.read()
-            finally:
-                resp.release()
-            status = resp.status
-            message = error_message(raw, status)
-            if status == 500 and any(m in message for m in BAD_CONTEXT_ERRORS):
-                status = 400  # a compressed body whose content is not a tar
-            return Response(status, raw, [], resp.headers.get("Content-Type"))
-
-        async def relay() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in resp.content.iter_any():
-                    yield chunk
-            except (aiohttp.ClientError, OSError):
-                return
-            finally:
-                resp.close()
-                with contextlib.suppress(EngineError, EngineConnectionError):
-                    await engine.refresh_images()
-
-        return StreamResponse(resp.status, relay(), [], resp.headers.get("Content-Type"))
+        response = await forward(engine, request, target, body=data, after=engine.refresh_images)
+        if (
+            isinstance(response, Response)
+            and response.status == 500
+            and any(m in error_message(response.body, 500) for m in BAD_CONTEXT_ERRORS)
+        ):
+            response.status = 400  # a compressed body whose content is not a tar
+        return response
 
     async def prune(request: Request, params: dict[str, str]) -> Response:
         """`docker builder prune` on every healthy node: caches joined, space summed."""

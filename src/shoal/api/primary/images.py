@@ -15,15 +15,15 @@ import aiohttp
 
 from shoal.api.http import HTTPError, Request, Response, StreamResponse, json_response
 from shoal.api.primary.context import ApiContext
-from shoal.api.primary.proxy import forward, rewrite_target
+from shoal.api.primary.proxy import forward, quietly, rewrite_target
 from shoal.api.primary.system import parse_filters
 from shoal.api.router import Router
 from shoal.cluster.client import (
     HOP_BY_HOP,
-    EngineConnectionError,
     EngineError,
     connection_error_text,
     error_message,
+    json_objects,
 )
 from shoal.cluster.cluster import Cluster, split_image
 from shoal.cluster.engine import Engine
@@ -200,27 +200,6 @@ async def engine_messages(
         yield {"error": text}
 
 
-async def json_objects(chunks: AsyncIterator[bytes]) -> AsyncIterator[Message]:
-    """Concatenated JSON objects (Docker's progress streams) decoded as they complete."""
-    decoder = json.JSONDecoder()
-    buffer = ""
-    async for chunk in chunks:
-        buffer += chunk.decode(errors="replace")
-        while True:
-            buffer = buffer.lstrip()
-            if not buffer:
-                break
-            try:
-                obj, end = decoder.raw_decode(buffer)
-            except ValueError:
-                break
-            buffer = buffer[end:]
-            if isinstance(obj, dict):
-                yield obj
-    if buffer.strip():
-        yield {"stream": buffer}
-
-
 async def pull_messages(
     engine: Engine, repo: str, tag: str, auth: str | None
 ) -> AsyncIterator[Message]:
@@ -335,11 +314,6 @@ def passed_headers(request: Request) -> dict[str, str]:
     return {k: v for k in PASSED_HEADERS if (v := request.headers.get(k))}
 
 
-async def refresh_quietly(engine: Engine, cluster: Cluster) -> None:
-    with contextlib.suppress(EngineError, EngineConnectionError):
-        await engine.refresh_images()
-
-
 def register(router: Router, ctx: ApiContext) -> None:
     cluster = ctx.cluster
 
@@ -383,7 +357,7 @@ def register(router: Router, ctx: ApiContext) -> None:
                 if message is None:
                     if engine.name not in failed:
                         successes += 1
-                        await refresh_quietly(engine, cluster)
+                        await quietly(engine.refresh_images)
                         yield _line({"status": f"Pulling {ref}... : downloaded", "id": engine.name})
                     continue
                 if "error" in message:
@@ -457,7 +431,7 @@ def register(router: Router, ctx: ApiContext) -> None:
                     if message is None:
                         if engine.name not in failed:
                             successes += 1
-                            await refresh_quietly(engine, cluster)
+                            await quietly(engine.refresh_images)
                         continue
                     if "error" in message:
                         text = str(message["error"])
@@ -529,7 +503,7 @@ def register(router: Router, ctx: ApiContext) -> None:
         errors = await on_each(
             holders, lambda e: e.call("POST", f"/images/{name}/tag", params=query)
         )
-        await on_each(holders, lambda e: refresh_quietly(e, cluster))
+        await on_each(holders, lambda e: quietly(e.refresh_images))
         if errors:
             raise HTTPError(status_of(errors), "\n".join(m for _, m in errors))
         return Response(201, b"", [], None)
@@ -550,7 +524,7 @@ def register(router: Router, ctx: ApiContext) -> None:
             results.extend(i for i in items or [] if i not in results)
 
         errors = await on_each(holders, delete)
-        await on_each(holders, lambda e: refresh_quietly(e, cluster))
+        await on_each(holders, lambda e: quietly(e.refresh_images))
         if errors and not results:
             raise HTTPError(status_of(errors), "\n".join(m for _, m in errors))
         if errors:
@@ -564,7 +538,7 @@ def register(router: Router, ctx: ApiContext) -> None:
         results = await gather_calls(
             engines, lambda e: e.call("POST", "/images/prune", params=query, timeout=None)
         )
-        await on_each(engines, lambda e: refresh_quietly(e, cluster))
+        await on_each(engines, lambda e: quietly(e.refresh_images))
         return json_response(merge_prune(results, "ImagesDeleted"))
 
     async def system_df(request: Request, params: dict[str, str]) -> Response:

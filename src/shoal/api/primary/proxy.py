@@ -22,7 +22,12 @@ from shoal.api.http import (
     StreamResponse,
     splice,
 )
-from shoal.cluster.client import HOP_BY_HOP, EngineConnectionError, connection_error_text
+from shoal.cluster.client import (
+    HOP_BY_HOP,
+    EngineConnectionError,
+    EngineError,
+    connection_error_text,
+)
 from shoal.cluster.cluster import Cluster, NotFound, Placed
 from shoal.cluster.engine import Engine
 from shoal.cluster.passthrough import RawResponse
@@ -66,14 +71,15 @@ async def forward(
     target: str,
     *,
     after: Callable[[], Awaitable[object]] | None = None,
-    body: bytes | None = None,
+    body: bytes | AsyncIterator[bytes] | None = None,
 ) -> Response | StreamResponse:
     """Send the request on; small answers come back whole, streams chunk by chunk.
 
     `after` runs once the engine has answered a complete body (a cache refresh, so the
     next read through shoal sees the change), or when a streamed answer ends. Requests
     without a body, or with a small one of known length, take the raw passthrough path;
-    uploads are streamed through aiohttp's client.
+    uploads are streamed through aiohttp's client, as is a `body` given by the caller
+    (bytes, or an iterator of them).
     """
     length = request.headers.get("Content-Length")
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
@@ -117,7 +123,7 @@ async def forward(
         finally:
             resp.release()
         if after is not None:
-            await _quietly(after)
+            await quietly(after)
         return Response(resp.status, raw, out_headers, content_type)
     return StreamResponse(resp.status, _relay(resp, after), out_headers, content_type)
 
@@ -154,7 +160,7 @@ async def _forward_raw(
         except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
             raise HTTPError(500, f"engine connection lost: {exc}") from exc
         if after is not None:
-            await _quietly(after)
+            await quietly(after)
         return Response(resp.status, raw, headers, content_type)
     return StreamResponse(resp.status, _relay_raw(resp, after), headers, content_type)
 
@@ -170,7 +176,7 @@ async def _relay_raw(
     finally:
         resp.close()
         if after is not None:
-            await _quietly(after)
+            await quietly(after)
 
 
 async def _relay(
@@ -184,12 +190,13 @@ async def _relay(
     finally:
         resp.close()
         if after is not None:
-            await _quietly(after)
+            await quietly(after)
 
 
-async def _quietly(after: Callable[[], Awaitable[object]]) -> None:
-    with contextlib.suppress(Exception):
-        await after()
+async def quietly(call: Callable[[], Awaitable[object]]) -> None:
+    """A best-effort cache refresh: the answer to the client does not depend on it."""
+    with contextlib.suppress(EngineError, EngineConnectionError, OSError):
+        await call()
 
 
 def rewrite_head(raw_head: bytes, target: str) -> bytes:

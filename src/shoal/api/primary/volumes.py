@@ -9,13 +9,13 @@ the `com.docker.swarm.whitelists` label still asks for a copy on each allowed no
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from typing import Any
 
 from shoal.api.http import HTTPError, Request, Response, json_response
 from shoal.api.primary.context import ApiContext
 from shoal.api.primary.networks import engine_error, match_labels
+from shoal.api.primary.proxy import quietly
 from shoal.api.primary.system import parse_filters
 from shoal.api.router import Router
 from shoal.cluster.client import EngineConnectionError, EngineError
@@ -61,11 +61,6 @@ def used_volumes(engine: Engine) -> set[str]:
         for m in c.inspect.get("Mounts") or []
         if m.get("Type") == "volume" and m.get("Name")
     }
-
-
-async def refresh_quietly(engine: Engine) -> None:
-    with contextlib.suppress(EngineError, EngineConnectionError):
-        await engine.refresh_volumes()
 
 
 def register(router: Router, ctx: ApiContext) -> None:
@@ -144,7 +139,7 @@ def register(router: Router, ctx: ApiContext) -> None:
 
         async def create_on(engine: Engine) -> dict[str, Any]:
             created = await engine.call("POST", "/volumes/create", body=body)
-            await refresh_quietly(engine)
+            await quietly(engine.refresh_volumes)
             return dict(created or {})
 
         results = await asyncio.gather(*(create_on(e) for e in targets), return_exceptions=True)
@@ -162,7 +157,7 @@ def register(router: Router, ctx: ApiContext) -> None:
         assert created is not None
         if created.get("Scope") == "global":
             others = [e for e in cluster.active_engines() if e not in targets]
-            await asyncio.gather(*(refresh_quietly(e) for e in others))
+            await asyncio.gather(*(quietly(e.refresh_volumes) for e in others))
         return json_response(created, 201)
 
     async def remove(request: Request, params: dict[str, str]) -> Response:
@@ -201,7 +196,7 @@ def register(router: Router, ctx: ApiContext) -> None:
 
         async def prune_one(engine: Engine) -> dict[str, Any]:
             result = await engine.call("POST", "/volumes/prune", params=query)
-            await refresh_quietly(engine)
+            await quietly(engine.refresh_volumes)
             return dict(result or {})
 
         results = await asyncio.gather(*(prune_one(e) for e in engines), return_exceptions=True)
