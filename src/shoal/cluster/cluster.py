@@ -19,6 +19,7 @@ from typing import Any
 from shoal.cluster.client import EngineAddress, EngineClient, EngineConnectionError, EngineError
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
 from shoal.cluster.events import EventBus
+from shoal.cluster.prefix import SortedKeys
 from shoal.cluster.records import SWARM_ID_LABEL, Container, normalize_ref
 from shoal.cluster.resources import pin_to_local_resources
 from shoal.discovery.base import Discovery, DiscoveryError
@@ -79,6 +80,9 @@ class Cluster:
     by_name: dict[str, list[Placed]] = field(default_factory=dict)
     #: swarm ID -> every cached copy; more than one only around a node failure.
     by_swarm_id: dict[str, list[Placed]] = field(default_factory=dict)
+    #: The keys of by_id and by_swarm_id, sorted for prefix lookups.
+    id_keys: SortedKeys = field(default_factory=SortedKeys)
+    swarm_id_keys: SortedKeys = field(default_factory=SortedKeys)
     #: Called with (engine, action) on engine_connect/_disconnect/_reconnect (the watchdog).
     state_listeners: list[Callable[[Engine, str], None]] = field(default_factory=list)
     pending: dict[str, PendingCreate] = field(default_factory=dict)
@@ -212,9 +216,11 @@ class Cluster:
         if new is not None:
             placed = Placed(engine, new)
             self.by_id[new.id] = placed
+            self.id_keys.add(new.id)
             self.by_name.setdefault(new.name.lstrip("/"), []).append(placed)
             if new.swarm_id:
                 self.by_swarm_id.setdefault(new.swarm_id, []).append(placed)
+                self.swarm_id_keys.add(new.swarm_id)
 
     def engine_event(self, engine: Engine, event: dict[str, Any]) -> None:
         self.bus.publish(decorate_event(event, engine))
@@ -223,6 +229,7 @@ class Cluster:
         placed = self.by_id.get(container.id)
         if placed is not None and placed.engine is engine:
             del self.by_id[container.id]
+            self.id_keys.discard(container.id)
         key = container.name.lstrip("/")
         entries = self.by_name.get(key)
         if entries:
@@ -239,6 +246,7 @@ class Cluster:
             ]
             if not copies:
                 del self.by_swarm_id[sid]
+                self.swarm_id_keys.discard(sid)
 
     def _touch(self, engine: Engine) -> None:
         key = id(engine)
@@ -313,21 +321,25 @@ class Cluster:
         if placed is not None:
             return placed
         if len(ref) == 12:
-            for p in self.by_id.values():
-                if p.container.id.startswith(ref):
-                    return p
-        for p in self.by_id.values():
-            sid = p.container.swarm_id
-            if sid and (sid == ref or (len(ref) == 12 and sid.startswith(ref))):
-                return self.preferred_copy(self.by_swarm_id.get(sid) or [p])
+            short = self.id_keys.with_prefix(ref)
+            if short:
+                return self.by_id[short[0]]
+        copies = self.by_swarm_id.get(ref)
+        if not copies and len(ref) == 12:
+            short = self.swarm_id_keys.with_prefix(ref)
+            copies = self.by_swarm_id[short[0]] if short else None
+        if copies:
+            return self.preferred_copy(copies)
         candidates = [p for p in self._by_name(ref) if self.visible(p)]
         if len(candidates) == 1:
             return candidates[0]
         if len(candidates) > 1:
             raise NotFound(ref)
-        shown = [p for p in self.by_id.values() if self.visible(p)]
-        matches = [p for p in shown if p.container.id.startswith(ref)]
-        matches += [p for p in shown if (p.container.swarm_id or "").startswith(ref)]
+        matches = [self.by_id[cid] for cid in self.id_keys.with_prefix(ref)]
+        matches += [
+            p for sid in self.swarm_id_keys.with_prefix(ref) for p in self.by_swarm_id[sid]
+        ]
+        matches = [p for p in matches if self.visible(p)]
         if len(matches) == 1:
             return matches[0]
         raise NotFound(ref)
@@ -474,7 +486,7 @@ class Cluster:
     def _new_swarm_id(self) -> str:
         while True:
             candidate = secrets.token_hex(32)
-            if all(p.container.swarm_id != candidate for p in self.by_id.values()):
+            if candidate not in self.by_swarm_id:
                 return candidate
 
 
