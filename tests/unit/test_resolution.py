@@ -12,7 +12,7 @@ from shoal.cluster.cluster import Cluster, NotFound
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
 from shoal.cluster.events import EventBus
 from shoal.cluster.prefix import SortedKeys
-from shoal.cluster.records import SWARM_ID_LABEL, Container, EngineSpecs
+from shoal.cluster.records import SWARM_ID_LABEL, Container, EngineSpecs, Image, ImageIndex
 from shoal.scheduler.scheduler import Scheduler
 
 
@@ -97,3 +97,26 @@ def test_sorted_keys_prefix_lookup() -> None:
     keys.discard("a1")
     keys.discard("missing")
     assert keys.with_prefix("a") == ["a2"]
+
+
+IMAGES = [
+    Image({"Id": "sha256:" + "ab" * 32, "RepoTags": ["busybox:latest", "localhost:5000/x/y:1"],
+           "RepoDigests": ["busybox@sha256:" + "cd" * 32]}),
+    Image({"Id": "sha256:" + "ef" * 32, "RepoTags": ["<none>:<none>"], "RepoDigests": []}),
+    Image({"Id": "sha256:" + "a1" * 32, "RepoTags": ["library/app:v2"], "RepoDigests": []}),
+]
+
+
+@pytest.mark.parametrize("ref", [
+    "busybox", "busybox:latest", "docker.io/library/busybox", "library/busybox:latest",
+    "busybox:1", "localhost:5000/x/y:1", "localhost:5000/x/y", "busybox@sha256:" + "cd" * 32,
+    "ab" * 5, "sha256:" + "ab" * 4, "ef" * 32, "a", "ab", "abc", "app:v2", "app", "",
+    "docker.io/library/app:v2", "nope",
+])
+def test_image_index_agrees_with_matches(ref: str) -> None:
+    index = ImageIndex(IMAGES)
+    expected = [i for i in IMAGES if i.matches(ref)]
+    found = index.find(ref)
+    assert (found is not None) == bool(expected), ref
+    if found is not None:
+        assert found in expected

@@ -30,6 +30,7 @@ from shoal.cluster.records import (
     Container,
     EngineSpecs,
     Image,
+    ImageIndex,
     Network,
     Volume,
     parse_docker_time,
@@ -139,6 +140,7 @@ class Engine:
         self.ip = address.host or "127.0.0.1"
         self.containers: dict[str, Container] = {}
         self.images: list[Image] = []
+        self.image_index = ImageIndex([])
         self.networks: dict[str, Network] = {}
         self.volumes: dict[str, Volume] = {}
         self._last_event_nano = 0
@@ -506,6 +508,7 @@ class Engine:
     async def refresh_images(self) -> None:
         listing = await self.call("GET", "/images/json", params={"all": "1"}, timeout=30.0)
         self.images = [Image(item) for item in listing or []]
+        self.image_index = ImageIndex(self.images)
         self.listener.images_changed(self)
 
     async def refresh_networks(self) -> None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shoal.cluster.prefix import SortedKeys
+
 SWARM_ID_LABEL = "com.docker.swarm.id"
 
 
@@ -255,6 +257,36 @@ class Image:
             )
         full = normalize_ref(ref)
         return any(normalize_ref(tag) == full for tag in self.repo_tags)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+class ImageIndex:
+    """An engine's images by normalized tag, digest and ID, for `Image.matches` without a scan."""
+
+    def __init__(self, images: list[Image]) -> None:
+        self.by_ref: dict[str, Image] = {}
+        self.by_id: dict[str, Image] = {}
+        self.ids = SortedKeys()
+        for image in images:
+            bare = image.id.removeprefix("sha256:")
+            self.by_id[bare] = image
+            self.ids.add(bare)
+            for ref in (*image.repo_tags, *image.repo_digests):
+                self.by_ref.setdefault(normalize_ref(ref), image)
+                self.by_ref.setdefault(ref, image)
+
+    def find(self, ref: str) -> Image | None:
+        """The image `ref` names here, by the same rules as `Image.matches`."""
+        if not ref:
+            return None
+        wanted = ref.removeprefix("sha256:")
+        if len(wanted) > 2 and _HEX.issuperset(wanted):
+            ids = self.ids.with_prefix(wanted)
+            if ids:
+                return self.by_id[ids[0]]
+        return self.by_ref.get(ref) or self.by_ref.get(normalize_ref(ref))
 
 
 def normalize_ref(ref: str) -> str:

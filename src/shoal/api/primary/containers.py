@@ -266,7 +266,7 @@ def image_retry_config(
         for c in rules_from_config(config, "constraint")
     ):
         return None
-    if not any(i.matches(image) for e in cluster.healthy_engines() for i in e.images):
+    if not any(e.image_index.find(image) is not None for e in cluster.healthy_engines()):
         return None
     retry = copy.deepcopy(config)
     labels = dict(retry.get("Labels") or {})

@@ -131,7 +131,7 @@ def image_matches_filters(image: Image, filters: dict[str, list[str]]) -> bool:
 
 def find_image_engine(cluster: Cluster, ref: str) -> Engine:
     for engine in cluster.healthy_engines():
-        if any(image.matches(ref) for image in engine.images):
+        if engine.image_index.find(ref) is not None:
             return engine
     raise HTTPError(404, f"No such image: {ref}")
 
@@ -488,14 +488,14 @@ def register(router: Router, ctx: ApiContext) -> None:
         tag = request.arg("tag")
         ref = f"{name}:{tag}" if tag and "@" not in name else name
         for engine in cluster.healthy_engines():
-            if any(i.matches(ref) for i in engine.images):
+            if engine.image_index.find(ref) is not None:
                 return await forward(engine, request, rewrite_target(request, request.path))
         raise HTTPError(404, f"No such image: {ref}")
 
     async def tag(request: Request, params: dict[str, str]) -> Response:
         name = params["name"]
         holders = [
-            e for e in cluster.healthy_engines() if any(i.matches(name) for i in e.images)
+            e for e in cluster.healthy_engines() if e.image_index.find(name) is not None
         ]
         if not holders:
             raise HTTPError(404, f"No such image: {name}")
@@ -511,7 +511,7 @@ def register(router: Router, ctx: ApiContext) -> None:
     async def remove(request: Request, params: dict[str, str]) -> Response:
         name = params["name"]
         holders = [
-            e for e in cluster.active_engines() if any(i.matches(name) for i in e.images)
+            e for e in cluster.active_engines() if e.image_index.find(name) is not None
         ]
         if not holders:
             raise HTTPError(404, f"No such image: {name}")
@@ -561,7 +561,7 @@ def register(router: Router, ctx: ApiContext) -> None:
     async def save(request: Request, params: dict[str, str]) -> Response | StreamResponse:
         names = request.query.get("names") or []
         for engine in cluster.healthy_engines():
-            if all(any(i.matches(n) for i in engine.images) for n in names):
+            if all(engine.image_index.find(n) is not None for n in names):
                 return await forward(engine, request, rewrite_target(request, request.path))
         listed = " ".join(names)
         raise HTTPError(404, f"Unable to find a healthy engine containing all images: [{listed}]")
