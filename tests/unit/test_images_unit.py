@@ -34,7 +34,7 @@ from shoal.api.primary.images import (
 from shoal.cluster.client import EngineError
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
-from shoal.cluster.records import Image
+from shoal.cluster.records import Image, ImageIndex
 
 
 @dataclass
@@ -47,6 +47,10 @@ class FakeEngine:
     @property
     def id(self) -> str:
         return f"ID-{self.name}"
+
+    @property
+    def image_index(self) -> ImageIndex:
+        return ImageIndex(self.images)
 
 
 @dataclass
