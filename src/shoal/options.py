@@ -16,6 +16,7 @@ from shoal.discovery.base import DiscoveryError, split_host_port
 from shoal.discovery.url import KV_SCHEMES, parse_discovery, split_discovery_url
 from shoal.durations import DurationError, parse_duration
 from shoal.logs import parse_level
+from shoal.scheduler.filters import DEFAULT_FILTERS as DEFAULT_SCHEDULER_FILTERS
 
 __all__ = [
     "DEFAULT_FILTERS",
@@ -47,15 +48,7 @@ _log = logging.getLogger(__name__)
 APP = "shoal"
 DEFAULT_HOST = "tcp://127.0.0.1:2375"
 STRATEGIES = ("spread", "binpack", "random")
-FILTERS = (
-    "health",
-    "port",
-    "containerslots",
-    "dependency",
-    "affinity",
-    "constraint",
-    "whitelist",
-)
+FILTERS = DEFAULT_SCHEDULER_FILTERS
 DEFAULT_FILTERS = FILTERS
 DEFAULT_KV_PATH = "docker/swarm/nodes"
 _GO_INT = re.compile(r"[+-]?\d+")

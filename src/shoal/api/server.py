@@ -92,12 +92,11 @@ def _load_ca(ctx: ssl.SSLContext, ca: str) -> None:
         raise ValueError(f"Couldn't read CA certificate: {exc}") from exc
 
 
-def make_server_ssl_context(cert: str, key: str, ca: str | None, verify: bool) -> ssl.SSLContext:
-    """TLS >= 1.2, ALPN http/1.1; with `verify`, client certificates signed by `ca` are required.
-
-    Raises ValueError with classic Swarm's messages.
-    """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+def _context(
+    protocol: ssl._SSLMethod, cert: str, key: str, ca: str | None, verify: bool
+) -> ssl.SSLContext:
+    """TLS >= 1.2 with ALPN http/1.1, our certificate, and with `verify` the CA to trust."""
+    ctx = ssl.SSLContext(protocol)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["http/1.1"])
     _load_pair(ctx, cert, key)
@@ -105,6 +104,16 @@ def make_server_ssl_context(cert: str, key: str, ca: str | None, verify: bool) -
         if not ca:
             raise ValueError("--tlscacert must be provided when using --tlsverify")
         _load_ca(ctx, ca)
+    return ctx
+
+
+def make_server_ssl_context(cert: str, key: str, ca: str | None, verify: bool) -> ssl.SSLContext:
+    """TLS >= 1.2, ALPN http/1.1; with `verify`, client certificates signed by `ca` are required.
+
+    Raises ValueError with classic Swarm's messages.
+    """
+    ctx = _context(ssl.PROTOCOL_TLS_SERVER, cert, key, ca, verify)
+    if verify:
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
@@ -114,15 +123,8 @@ def make_client_ssl_context(cert: str, key: str, ca: str | None, verify: bool) -
 
     With `verify` the peer is checked against `ca` (host name included); without, not at all.
     """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["http/1.1"])
-    _load_pair(ctx, cert, key)
-    if verify:
-        if not ca:
-            raise ValueError("--tlscacert must be provided when using --tlsverify")
-        _load_ca(ctx, ca)
-    else:
+    ctx = _context(ssl.PROTOCOL_TLS_CLIENT, cert, key, ca, verify)
+    if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx

@@ -588,16 +588,7 @@ async def gather_calls(
     """One call per engine at once; the answers of those that answered (errors: HTTPError)."""
     if not engines:
         raise HTTPError(500, "No healthy node available in the cluster")
-    results = await asyncio.gather(*(call(e) for e in engines), return_exceptions=True)
-    answered: list[tuple[Engine, Any]] = []
-    errors: list[tuple[int, str]] = []
-    for engine, result in zip(engines, results, strict=True):
-        if isinstance(result, EngineError):
-            errors.append((result.status, f"{engine.name}: {result.message}"))
-        elif isinstance(result, BaseException):
-            errors.append((500, f"{engine.name}: {result}"))
-        else:
-            answered.append((engine, result))
+    answered, errors = await _call_each(engines, call)
     if errors:
         raise HTTPError(status_of(errors), "\n".join(m for _, m in errors))
     return answered
@@ -654,14 +645,25 @@ def merge_df(results: Sequence[tuple[Engine, Any]]) -> dict[str, Any]:
 
 async def on_each(engines: list[Engine], action: Any) -> list[tuple[int, str]]:
     """Run one call per engine at once; failures come back as (status, "node: message")."""
-    results = await asyncio.gather(*(action(e) for e in engines), return_exceptions=True)
+    _, errors = await _call_each(engines, action)
+    return errors
+
+
+async def _call_each(
+    engines: Sequence[Engine], call: Callable[[Engine], Awaitable[Any]]
+) -> tuple[list[tuple[Engine, Any]], list[tuple[int, str]]]:
+    """One call per engine at once: (engine, answer) pairs and (status, "node: message")."""
+    results = await asyncio.gather(*(call(e) for e in engines), return_exceptions=True)
+    answered: list[tuple[Engine, Any]] = []
     errors: list[tuple[int, str]] = []
     for engine, result in zip(engines, results, strict=True):
         if isinstance(result, EngineError):
             errors.append((result.status, f"{engine.name}: {result.message}"))
         elif isinstance(result, BaseException):
             errors.append((500, f"{engine.name}: {result}"))
-    return errors
+        else:
+            answered.append((engine, result))
+    return answered, errors
 
 
 def status_of(errors: list[tuple[int, str]]) -> int:
