@@ -89,6 +89,8 @@ class Cluster:
     #: exec ID -> container ID, for the `/exec/{id}` routes.
     execs: dict[str, str] = field(default_factory=dict)
     discovery_error: str = ""
+    #: Bumped whenever an engine joins, leaves or changes health: keys derived caches.
+    health_epoch: int = 0
     _generation: dict[int, int] = field(default_factory=dict)
     _node_cache: dict[int, NodeCache] = field(default_factory=dict)
     _schedule_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -134,6 +136,7 @@ class Cluster:
         engine = self.engines.pop(entry, None)
         if engine is None:
             return
+        self.health_epoch += 1
         was_healthy = engine.healthy
         await engine.stop()
         for cid in list(engine.containers):
@@ -169,6 +172,7 @@ class Cluster:
         return None
 
     def engine_state_changed(self, engine: Engine, action: str) -> None:
+        self.health_epoch += 1
         self._touch(engine)
         self._publish_swarm_event(engine, action)
         self._notify_state(engine, action)

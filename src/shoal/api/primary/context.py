@@ -23,21 +23,27 @@ class ApiContext:
     #: ("primary", None) or ("replica", "<primary addr>"); replication fills it in later.
     role: Callable[[], tuple[str, str | None]] = lambda: ("primary", None)
 
+    _versions: tuple[int, str, str] = (-1, "", "")
+
     def api_version(self) -> str:
         """The newest version every healthy engine speaks, so no client asks for more."""
-        versions = [
-            e.specs.api_version for e in self.cluster.healthy_engines() if e.specs.api_version
-        ]
-        if not versions:
-            return DEFAULT_API_VERSION
-        return min([*versions, MAX_API_VERSION], key=version_tuple)
+        return self._negotiated()[1]
 
     def min_api_version(self) -> str:
-        versions = [
-            e.specs.min_api_version
-            for e in self.cluster.healthy_engines()
-            if e.specs.min_api_version
-        ]
-        if not versions:
-            return DEFAULT_MIN_API_VERSION
-        return max(versions, key=version_tuple)
+        return self._negotiated()[2]
+
+    def _negotiated(self) -> tuple[int, str, str]:
+        """Every answer carries the version: worked out again only when engines change."""
+        epoch = self.cluster.health_epoch
+        if self._versions[0] != epoch:
+            engines = self.cluster.healthy_engines()
+            newest = [e.specs.api_version for e in engines if e.specs.api_version]
+            oldest = [e.specs.min_api_version for e in engines if e.specs.min_api_version]
+            self._versions = (
+                epoch,
+                min([*newest, MAX_API_VERSION], key=version_tuple)
+                if newest
+                else DEFAULT_API_VERSION,
+                max(oldest, key=version_tuple) if oldest else DEFAULT_MIN_API_VERSION,
+            )
+        return self._versions
