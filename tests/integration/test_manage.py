@@ -219,6 +219,12 @@ async def test_conflict_and_not_found(manager: Manager, docker_cli: DockerCli, c
     assert missing.returncode != 0
     assert "No such container: no-such-thing" in missing.stderr
     await ok(docker_cli, host, "rm", "-f", "dup", cli=cli)
+    # An image no registry has: the pull shoal tries on the chosen node fails, cleanly.
+    nope = await docker_cli(host, "run", "--rm", "--name", "nope", "no-such-image:v9", cli=cli)
+    assert nope.returncode != 0
+    assert "Error response from daemon" in nope.stderr  # the engine's own pull error
+    listed = await ok(docker_cli, host, "ps", "-a", "--filter", "name=nope", "-q", cli=cli)
+    assert listed.strip() == ""
 
 
 async def test_status_codes_over_http(manager: Manager) -> None:

@@ -12,11 +12,17 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.cluster.client import EngineAddress, EngineClient, EngineConnectionError, EngineError
+from shoal.cluster.client import (
+    EngineAddress,
+    EngineClient,
+    EngineConnectionError,
+    EngineError,
+    json_objects,
+)
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
 from shoal.cluster.events import EventBus
 from shoal.cluster.prefix import SortedKeys
@@ -481,10 +487,13 @@ class Cluster:
             headers=headers,
             timeout=None,
         )
-        text = result if isinstance(result, str) else ""
-        if '"error"' in text:
-            message = text.rsplit('"error":', 1)[1].split('"', 2)[1]
-            raise EngineError(404, message)
+        # The progress stream arrives whole; a failed pull ends with an error message.
+        messages = result if isinstance(result, list) else [result]
+        if isinstance(result, str):
+            messages = [m async for m in json_objects(_once(result.encode()))]
+        for message in messages:
+            if isinstance(message, dict) and message.get("error"):
+                raise EngineError(404, str(message["error"]))
         await engine.refresh_images()
 
     def _new_swarm_id(self) -> str:
@@ -492,6 +501,10 @@ class Cluster:
             candidate = secrets.token_hex(32)
             if candidate not in self.by_swarm_id:
                 return candidate
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def split_image(image: str) -> tuple[str, str]:
