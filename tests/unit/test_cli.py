@@ -8,7 +8,6 @@ import random
 import sys
 import types
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from click.testing import CliRunner, Result
 from shoal.cli import build_cli, list_first, normalize_argv, option_names, run_join
 from shoal.discovery.base import Discovery, DiscoveryError
 from shoal.options import JoinOptions, ManageOptions
+from shoal.sandbox.cli import NodeStatus
 
 CLEAN_ENV: dict[str, str | None] = {
     "SWARM_HOST": None,
@@ -51,17 +51,6 @@ def manage_calls(monkeypatch: pytest.MonkeyPatch) -> list[ManageOptions]:
     return calls
 
 
-@dataclass(frozen=True)
-class _Status:
-    name: str
-    addr: str
-    ip: str
-    pid: int | None
-    running: bool
-    responding: bool
-    labels: dict[str, str]
-
-
 @pytest.fixture
 def sandbox_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
     """Stand-in for shoal.sandbox.cli (async functions, tag defaulting there)."""
@@ -77,11 +66,11 @@ def sandbox_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any,
     async def down(tag: str = "dev") -> None:
         calls.append(("down", (tag,)))
 
-    async def ls(tag: str = "dev") -> list[_Status]:
+    async def ls(tag: str = "dev") -> list[NodeStatus]:
         calls.append(("ls", (tag,)))
         return [
-            _Status("node-0", "10.1.0.2:2375", "10.1.0.2", 42, True, True, {"zone": "a"}),
-            _Status("node-1", "10.1.0.3:2375", "10.1.0.3", None, False, False, {}),
+            NodeStatus("node-0", "10.1.0.2:2375", "10.1.0.2", 42, True, True, {"zone": "a"}),
+            NodeStatus("node-1", "10.1.0.3:2375", "10.1.0.3", None, False, False, {}),
         ]
 
     module.sandbox_up = up  # type: ignore[attr-defined]
