@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shoal.scheduler.errors import ExprError
-from shoal.scheduler.expr import Candidates, go_regex_to_python, parse_expr, parse_exprs
+from shoal.scheduler.expr import Candidates, parse_expr, parse_exprs
 
 
 @pytest.mark.parametrize(
@@ -140,16 +140,32 @@ def test_listing_forms() -> None:
 
 
 @pytest.mark.parametrize(
-    ("go", "py"),
+    ("text", "what", "expected"),
     [
-        ("^(?i)abc$", "^(?i:abc\\Z)"),
-        ("a(?i)b|c", "a(?i:b)|(?i:c)"),
-        ("(x(?i)y)z", "(x(?i:y))z"),
-        ("[(?i)]", "[(?i)]"),
-        ("a\\z", "a\\Z"),
-        ("(?m)^a$", "(?m:^a$)"),
-        ("\\$", "\\$"),
+        # Go (RE2) syntax that Python's `re` spells differently is taken as Go means it.
+        ("node==/^(?i)abc$/", "ABC", True),
+        ("node==/^(?i)abc$/", "ABC\n", False),  # `$` is the end of text
+        ("node==/a(?i)b|c/", "C", True),  # the flag runs past `|` to the group's end
+        ("node==/(x(?i)y)z/", "xYz", True),
+        ("node==/(x(?i)y)z/", "xYZ", False),
+        ("node==/[(?i)]/", "(", True),
+        ("node==/[(?i)]/", "I", False),
+        ("node==/a\\z/", "xa", True),
+        ("node==/(?m)^a$/", "x\na\ny", True),
+        ("node==/\\$/", "a$", True),
+        ("node==/^\\w+$/", "caf\u00e9", False),  # \w is ASCII, as in Go
+        ("node==/^caf.$/", "caf\u00e9", True),  # `.` is one rune, not one byte
     ],
 )
-def test_go_regex_translation(go: str, py: str) -> None:
-    assert go_regex_to_python(go) == py
+def test_go_syntax(text: str, what: str, expected: bool) -> None:
+    assert parse_expr(text).match(what) is expected
+
+
+@pytest.mark.timeout(60, method="thread")
+def test_nested_quantifier_does_not_backtrack() -> None:
+    # Python's `re` would run for ever here (and not answer to a timeout signal).
+    e = parse_expr("container==/([0-9a-f]+)+z/")
+    ids = [f"{i:064x}" for i in range(200)]
+    assert not e.match(*ids)
+    assert not e.match_candidates(Candidates(ids))
+    assert parse_expr("container!=/([0-9a-f]+)+z/").match("f" * 100_000)

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from shoal.scheduler.errors import ExprError
+from shoal.textmatch import GoRegex, compile_go
 
 EQ = "=="
 NOTEQ = "!="
@@ -20,7 +21,6 @@ _GLOB_META = frozenset(".*+?()[]\\^$|")
 # Constructs after which a pattern may match a newline or needs per-string anchoring,
 # so it cannot be run once over the newline-joined candidates.
 _UNJOINABLE = frozenset("\\[^$\t\n\f\r\x0b")
-_FLAG_GROUP_RE = re.compile(r"\(\?([imsU-]+)\)")
 
 
 class Candidates:
@@ -41,73 +41,6 @@ class Candidates:
         return self._joined
 
 
-def go_regex_to_python(pattern: str) -> str:
-    """Translate the RE2 features Python's `re` spells differently.
-
-    RE2 accepts `(?i)` anywhere (it applies to the rest of the enclosing group) and
-    `$`/`\\z` mean end of text; Python wants scoped `(?i:...)` groups and `\\Z`.
-    """
-    multiline = any("m" in m.group(1).split("-")[0] for m in _FLAG_GROUP_RE.finditer(pattern))
-    out: list[str] = []
-    # Per open group: the flag strings activated at that level (each opened a `(?f:`).
-    levels: list[list[str]] = [[]]
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < n:
-            nxt = pattern[i + 1]
-            out.append("\\Z" if nxt == "z" else ch + nxt)
-            i += 2
-            continue
-        if ch == "[":
-            j = i + 1
-            if j < n and pattern[j] == "^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            out.append(pattern[i : j + 1])
-            i = j + 1
-            continue
-        if ch == "(":
-            m = _FLAG_GROUP_RE.match(pattern, i)
-            if m is not None:
-                flags = m.group(1)
-                out.append(f"(?{flags}:")
-                levels[-1].append(flags)
-                i = m.end()
-                continue
-            levels.append([])
-            out.append(ch)
-        elif ch == ")":
-            out.append(")" * len(levels[-1]))
-            if len(levels) > 1:
-                levels.pop()
-            else:
-                levels[-1] = []
-            out.append(ch)
-        elif ch == "|":
-            active = levels[-1]
-            out.append(")" * len(active) + "|" + "".join(f"(?{f}:" for f in active))
-        elif ch == "$" and not multiline:
-            out.append("\\Z")
-        else:
-            out.append(ch)
-        i += 1
-    for active in reversed(levels):
-        out.append(")" * len(active))
-    return "".join(out)
-
-
-def _compile(pattern: str, flags: int = 0) -> re.Pattern[str] | None:
-    try:
-        return re.compile(go_regex_to_python(pattern), flags | re.ASCII)
-    except (re.error, RecursionError):
-        # Go logs the error and treats the expression as matching nothing.
-        return None
-
-
 @dataclass(eq=False)
 class Expr:
     """One parsed expression; `value` has the soft `~` stripped."""
@@ -117,26 +50,27 @@ class Expr:
     value: str
     soft: bool = False
     _literal: str | None = field(init=False, repr=False, default=None)
-    _regex: re.Pattern[str] | None = field(init=False, repr=False, default=None)
-    _joined_regex: re.Pattern[str] | None = field(init=False, repr=False, default=None)
+    _regex: GoRegex | None = field(init=False, repr=False, default=None)
+    _joined_regex: GoRegex | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         v = self.value
         if len(v) >= 2 and v[0] == "/" and v[-1] == "/":
             body = v[1:-1]
-            self._regex = _compile(body)
+            self._regex = compile_go(body)
             if self._regex is not None and self._joinable(body):
-                self._joined_regex = re.compile(body, re.MULTILINE | re.ASCII)
+                self._joined_regex = self._regex
         elif v == "/":
             # Go slices v[1:0] and panics; treat it as the empty regex.
-            self._regex = re.compile("")
+            self._regex = compile_go("")
         else:
             glob = v.replace("*", ".*")
             if not (_GLOB_META & set(v)):
                 self._literal = v
-            self._regex = _compile("^" + glob + "$")
+            # Go logs a pattern that does not compile and treats it as matching nothing.
+            self._regex = compile_go("^" + glob + "$")
             if self._regex is not None and self._joinable(glob):
-                self._joined_regex = re.compile("\n" + glob + "\n", re.ASCII)
+                self._joined_regex = compile_go("\n" + glob + "\n")
 
     @staticmethod
     def _joinable(body: str) -> bool:
@@ -158,7 +92,7 @@ class Expr:
         rx = self._regex
         if rx is None:
             return False
-        return any(rx.search(w) is not None for w in whats)
+        return any(rx.search(w) for w in whats)
 
     def _found_in(self, cands: Candidates) -> bool:
         values = cands.values
@@ -168,13 +102,13 @@ class Expr:
             return self._literal in values
         if self._regex is None:
             return False
-        if self.value in values and self._regex.search(self.value) is not None:
+        if self.value in values and self._regex.search(self.value):
             # Common case of a name with "." in it: the value matches itself.
             return True
         if self._joined_regex is not None:
             joined = cands.joined()
             if joined is not None:
-                return self._joined_regex.search(joined) is not None
+                return self._joined_regex.search(joined)
         return self._found(values)
 
     def match(self, *whats: str) -> bool:

@@ -277,10 +277,11 @@ def image_retry_config(
 
 
 def _search(pattern: str, text: str) -> bool:
-    try:
-        return re.search(pattern, text) is not None
-    except re.error:
-        return pattern in text
+    # Linear-time Go regexes: Python's `re` backtracks, and a client's pattern ran on the loop.
+    from shoal.textmatch import search
+
+    found = search(pattern, text)
+    return pattern in text if found is None else found
 
 
 def register(router: Router, ctx: ApiContext) -> None:
