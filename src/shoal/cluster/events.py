@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 log = logging.getLogger("shoal.events")
 
 SUBSCRIBER_LIMIT = 10_000
 HISTORY = 4096
+# An event can be huge (an engine's `exec_create` action holds the whole command line),
+# so the history is bounded in bytes too, or a few such events would stay in memory.
+HISTORY_BYTES = 16 << 20
 
 
 class Subscription:
@@ -36,12 +40,45 @@ class Subscription:
         self._bus.unsubscribe(self)
 
 
+def encoded_size(event: dict[str, Any]) -> int:
+    """Bytes the event takes as `/events` sends it (the measure of the history's bound)."""
+    return len(json.dumps(event, separators=(",", ":"), default=str)) + 1
+
+
+class EventHistory:
+    """The last events, oldest first, within a count and an encoded-size bound.
+
+    The oldest are dropped first; an event bigger than the whole byte bound is not kept.
+    """
+
+    def __init__(self, max_events: int = HISTORY, max_bytes: int = HISTORY_BYTES) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._events: collections.deque[tuple[dict[str, Any], int]] = collections.deque()
+        self.size = 0
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (event for event, _ in self._events)
+
+    def append(self, event: dict[str, Any]) -> None:
+        size = encoded_size(event)
+        self._events.append((event, size))
+        self.size += size
+        while self._events and (
+            len(self._events) > self.max_events or self.size > self.max_bytes
+        ):
+            self.size -= self._events.popleft()[1]
+
+
 class EventBus:
     """Every engine's events and shoal's own, delivered in arrival order to each subscriber."""
 
-    def __init__(self) -> None:
+    def __init__(self, history: EventHistory | None = None) -> None:
         self._subscribers: set[Subscription] = set()
-        self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY)
+        self.history = history if history is not None else EventHistory()
 
     @property
     def listeners(self) -> int:
