@@ -40,12 +40,20 @@ class GoRegex:
     _compiled: Any
 
     def search(self, text: str) -> bool:
-        data = _utf8(text)
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:
+            data = utf8(text)
+        start: int = self._compiled.Match(_UNANCHORED, data, 0, len(data))[0][0]
+        return start >= 0
+
+    def search_utf8(self, data: bytes) -> bool:
+        """`search` over text already encoded (with `utf8`)."""
         start: int = self._compiled.Match(_UNANCHORED, data, 0, len(data))[0][0]
         return start >= 0
 
 
-def _utf8(text: str) -> bytes:
+def utf8(text: str) -> bytes:
     """UTF-8 bytes, as Go holds strings; a lone surrogate (from a JSON `\\ud800`) is kept
     as invalid bytes, which RE2 matches like any other byte outside a valid rune."""
     try:
@@ -68,7 +76,7 @@ def compile_go(pattern: str) -> GoRegex | None:
     (bad syntax, too large) or the pattern is longer than MAX_PATTERN_LENGTH."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         return None
-    compiled = _re2.RE2(_utf8(pattern), _options())
+    compiled = _re2.RE2(utf8(pattern), _options())
     return GoRegex(pattern, compiled) if compiled.ok() else None
 
 

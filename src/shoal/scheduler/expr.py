@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from shoal.scheduler.errors import ExprError
-from shoal.textmatch import GoRegex, compile_go
+from shoal.textmatch import GoRegex, compile_go, utf8
 
 EQ = "=="
 NOTEQ = "!="
@@ -30,14 +30,15 @@ class Candidates:
 
     def __init__(self, values: Iterable[str]) -> None:
         self.values: frozenset[str] = frozenset(values)
-        self._joined: str | None = None
+        self._joined: bytes | None = None
 
-    def joined(self) -> str | None:
-        """All values wrapped in newlines, or None if some value itself holds a newline."""
+    def joined(self) -> bytes | None:
+        """All values wrapped in newlines, UTF-8 encoded for the regex engine, or None if
+        some value itself holds a newline."""
         if self._joined is None:
             if any("\n" in v for v in self.values):
                 return None
-            self._joined = "\n" + "\n".join(self.values) + "\n"
+            self._joined = utf8("\n" + "\n".join(self.values) + "\n")
         return self._joined
 
 
@@ -108,7 +109,7 @@ class Expr:
         if self._joined_regex is not None:
             joined = cands.joined()
             if joined is not None:
-                return self._joined_regex.search(joined)
+                return self._joined_regex.search_utf8(joined)
         return self._found(values)
 
     def match(self, *whats: str) -> bool:
