@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shoal.cluster.events import HISTORY, HISTORY_BYTES, EventBus, EventHistory, encoded_size
+from shoal.cluster.events import (
+    HISTORY,
+    HISTORY_BYTES,
+    EventBus,
+    EventHistory,
+    SeenEvents,
+    encoded_size,
+    event_key,
+)
 
 
 def event(n: int, payload: str = "") -> dict[str, Any]:
@@ -71,3 +79,15 @@ def test_huge_events_do_not_accumulate() -> None:
         history.append(event(n, "y" * (5 << 20)))
     assert history.size <= HISTORY_BYTES
     assert len(history) == 1 and numbers(history) == [3]
+
+
+def test_resume_keys_do_not_hold_big_actions() -> None:
+    # The per-engine replay filter remembers 1,024 keys; a key must not pin a huge action.
+    big = event(1, "z" * (1 << 20))
+    key = event_key(big)
+    assert sum(len(part) for part in key[1:]) < 512
+    assert key == event_key(dict(big))
+    assert key != event_key(event(1, "z" * ((1 << 20) - 1) + "y"))
+    assert event_key(event(1))[2] == "start"
+    seen = SeenEvents(limit=3)
+    assert seen.first_time(big) and not seen.first_time(dict(big))

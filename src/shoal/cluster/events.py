@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -118,13 +119,21 @@ class EventBus:
             sub.queue.put_nowait(None)
 
 
+# Longer actions are remembered by digest: `exec_create: <command>` can be megabytes.
+_KEY_ACTION_LIMIT = 256
+
+
 def event_key(event: dict[str, Any]) -> tuple[int, str, str, str]:
     """What tells two engine events apart: nanosecond time, type, action, actor."""
     actor = event.get("Actor") or {}
+    action = str(event.get("Action") or event.get("status") or "")
+    if len(action) > _KEY_ACTION_LIMIT:
+        digest = hashlib.blake2b(action.encode(errors="surrogatepass"), digest_size=16)
+        action = f"{action[:64]}#{len(action)}#{digest.hexdigest()}"
     return (
         int(event.get("timeNano") or 0),
         str(event.get("Type") or ""),
-        str(event.get("Action") or event.get("status") or ""),
+        action,
         str(actor.get("ID") or event.get("id") or ""),
     )
 
