@@ -8,8 +8,9 @@ import pytest
 import pytest_asyncio
 
 from shoal.cluster.client import EngineAddress, EngineClient
-from shoal.cluster.cluster import Cluster, NotFound
+from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
+from shoal.cluster.errors import NotFound
 from shoal.cluster.events import EventBus
 from shoal.cluster.prefix import SortedKeys
 from shoal.cluster.records import SWARM_ID_LABEL, Container, EngineSpecs, Image, ImageIndex

@@ -16,14 +16,9 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.cluster.client import (
-    EngineAddress,
-    EngineClient,
-    EngineConnectionError,
-    EngineError,
-    json_objects,
-)
+from shoal.cluster.client import EngineAddress, EngineClient, json_objects
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
+from shoal.cluster.errors import Conflict, EngineConnectionError, EngineError, NotFound
 from shoal.cluster.events import EventBus
 from shoal.cluster.prefix import SortedKeys
 from shoal.cluster.records import SWARM_ID_LABEL, Container, normalize_ref
@@ -33,14 +28,6 @@ from shoal.scheduler.node import Node, NodeContainer, NodeImage
 from shoal.scheduler.scheduler import Scheduler
 
 log = logging.getLogger("shoal.cluster")
-
-
-class NotFound(Exception):
-    """No object answers to the reference (or more than one does)."""
-
-
-class Conflict(Exception):
-    """A name is taken somewhere in the cluster."""
 
 
 @dataclass(slots=True)
@@ -294,6 +281,10 @@ class Cluster:
         self.bus.publish(decorate_event(event, engine))
 
     # -- reads ----------------------------------------------------------------------
+    def all_engines(self) -> list[Engine]:
+        """Every engine discovery knows, whatever its state."""
+        return list(self.engines.values())
+
     def active_engines(self) -> list[Engine]:
         """Validated engines, healthy or not (pending ones have nothing cached)."""
         return [e for e in self.engines.values() if e.state is not EngineState.PENDING]
@@ -326,7 +317,7 @@ class Cluster:
     def find_container(self, ref: str) -> Placed:
         """Classic Swarm's resolution order (spec 3.3): ID, swarm ID, name, then prefix."""
         if not ref:
-            raise NotFound(ref)
+            raise NotFound(f"No such container: {ref}")
         placed = self.by_id.get(ref)
         if placed is not None:
             return placed
@@ -344,7 +335,7 @@ class Cluster:
         if len(candidates) == 1:
             return candidates[0]
         if len(candidates) > 1:
-            raise NotFound(ref)
+            raise NotFound(f"No such container: {ref}")
         matches = [self.by_id[cid] for cid in self.id_keys.with_prefix(ref)]
         matches += [
             p for sid in self.swarm_id_keys.with_prefix(ref) for p in self.by_swarm_id[sid]
@@ -352,7 +343,7 @@ class Cluster:
         matches = [p for p in matches if self.visible(p)]
         if len(matches) == 1:
             return matches[0]
-        raise NotFound(ref)
+        raise NotFound(f"No such container: {ref}")
 
     def _by_name(self, ref: str) -> list[Placed]:
         bare = ref.lstrip("/")
@@ -364,6 +355,10 @@ class Cluster:
                     found.append(p)
         return found
 
+    def record_exec(self, exec_id: str, cid: str) -> None:
+        """Remember which container an exec made through shoal runs in."""
+        self.execs[exec_id] = cid
+
     def find_exec(self, exec_id: str) -> Placed:
         """The container an exec runs in: from creates seen here, else the inspects' ExecIDs."""
         cid = self.execs.get(exec_id)
@@ -372,7 +367,7 @@ class Cluster:
         for placed in self.by_id.values():
             if exec_id in (placed.container.inspect.get("ExecIDs") or ()):
                 return placed
-        raise NotFound(exec_id)
+        raise NotFound(f"No such exec instance: {exec_id}")
 
     def name_taken(self, name: str) -> Container | None:
         key = name.lstrip("/")
@@ -408,7 +403,7 @@ class Cluster:
         for engine in self.engines.values():
             if engine.id == node.id:
                 return engine
-        raise NotFound(node.id)
+        raise NotFound(f"No such node: {node.id}")
 
     async def create_container(
         self, config: dict[str, Any], name: str | None, auth: str | None

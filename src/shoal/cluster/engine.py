@@ -14,18 +14,16 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shoal.cluster.client import (
-    EngineAddress,
-    EngineClient,
-    EngineConnectionError,
-    EngineError,
-)
+import aiohttp
+
+from shoal.cluster.client import EngineAddress, EngineClient, connection_error_text
+from shoal.cluster.errors import EngineConnectionError, EngineError
 from shoal.cluster.events import SeenEvents, since_param
-from shoal.cluster.passthrough import RawPool
+from shoal.cluster.passthrough import RawPool, RawResponse
 from shoal.cluster.records import (
     Container,
     EngineSpecs,
@@ -36,7 +34,10 @@ from shoal.cluster.records import (
     parse_docker_time,
 )
 
-log = logging.getLogger("shoal.engine")
+log = logging.getLogger(__name__)
+
+#: Streams (logs, pulls, uploads) last as long as they last; only connecting is bounded.
+STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=None)
 
 #: Container events after which the cached inspect is stale (spec 3.7).
 REFRESH_EVENTS = frozenset(
@@ -380,9 +381,66 @@ class Engine:
         except EngineConnectionError as exc:
             self.record_failure(str(exc))
             raise
+        self._answered()
+        return result
+
+    async def forward(
+        self,
+        method: str,
+        target: str,
+        *,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        data: bytes | AsyncIterator[bytes] | None = None,
+    ) -> aiohttp.ClientResponse:
+        """A client's request sent on as it is (`target` carries any version prefix); the
+        caller reads and releases the streamed answer."""
+        try:
+            resp = await self.client.session.request(
+                method,
+                self.client.base_url + target,
+                params=params,
+                headers=headers or {},
+                data=data,
+                allow_redirects=False,
+                timeout=STREAM_TIMEOUT,
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise EngineConnectionError(self.connection_lost(exc)) from exc
+        self._answered()
+        return resp
+
+    async def stream(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        """`forward` to a path of the API version this engine speaks."""
+        return await self.forward(method, self.client.api_prefix + path, **kwargs)
+
+    async def forward_raw(self, head: bytes, body: bytes, *, head_only: bool) -> RawResponse:
+        """A small request sent byte for byte over a pooled raw connection."""
+        try:
+            resp = await self.raw.send(head, body, head_only=head_only)
+        except EngineConnectionError as exc:
+            self.record_failure(str(exc))
+            raise
+        self._answered()
+        return resp
+
+    async def hijack(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A fresh connection of its own, for a call that takes over the socket."""
+        try:
+            return await self.client.open_raw()
+        except EngineConnectionError as exc:
+            self.record_failure(str(exc))
+            raise
+
+    def connection_lost(self, exc: BaseException) -> str:
+        """Count a broken connection against the engine; the text the client is shown."""
+        text = connection_error_text(self.address, exc)
+        self.record_failure(text)
+        return text
+
+    def _answered(self) -> None:
         if self.state is not EngineState.PENDING:
             self.record_success()
-        return result
 
     # -- specs ------------------------------------------------------------------
     async def update_specs(self) -> None:
@@ -525,9 +583,17 @@ class Engine:
             raise
         self.networks[data["Id"]] = Network(data)
 
+    def forget_network(self, nid: str) -> None:
+        """A network removed through shoal: gone from the cache before the next refresh."""
+        self.networks.pop(nid, None)
+
     async def refresh_volumes(self) -> None:
         listing = await self.call("GET", "/volumes", timeout=30.0)
         self.volumes = {v["Name"]: Volume(v) for v in (listing or {}).get("Volumes") or []}
+
+    def forget_volume(self, name: str) -> None:
+        """A volume removed through shoal: gone from the cache before the next refresh."""
+        self.volumes.pop(name, None)
 
     # -- events -----------------------------------------------------------------
     async def _monitor_events(self) -> None:

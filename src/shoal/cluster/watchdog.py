@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shoal.cluster.client import EngineConnectionError, EngineError
-from shoal.cluster.cluster import Cluster, Conflict, NotFound, Placed
+from shoal.cluster.cluster import Cluster, Placed
 from shoal.cluster.engine import Engine, EngineState
+from shoal.cluster.errors import Conflict, EngineConnectionError, EngineError, NotFound
 from shoal.cluster.records import Container
 from shoal.scheduler.errors import SchedulerError
 from shoal.scheduler.labels import (
