@@ -27,9 +27,9 @@ from shoal.api.primary.image_list import merged_images
 from shoal.api.primary.image_streams import Fanout, final_error
 from shoal.api.primary.images import familiar_name, split_node_prefix
 from shoal.api.primary.system import merge_df
-from shoal.cluster.errors import EngineError
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
+from shoal.cluster.errors import EngineError
 from shoal.cluster.records import Image, ImageIndex
 
 
