@@ -32,7 +32,7 @@ async def cluster() -> AsyncIterator[tuple[Cluster, Engine, Engine]]:
         engine = Engine(address, EngineClient(address, None), EngineSettings(), cl)
         engine.specs = EngineSpecs(daemon_id=f"D{i}", name=f"node-{i}", cpus=2, memory=1 << 30)
         engine.state = EngineState.HEALTHY
-        cl.engines[address.entry] = engine
+        cl._engines[address.entry] = engine
         engines.append(engine)
     try:
         yield cl, engines[0], engines[1]

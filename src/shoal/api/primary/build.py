@@ -94,8 +94,7 @@ def choose_engine(cluster: Cluster, request: Request) -> tuple[Engine, dict[str,
         cpus=int_query(request, "cpushares"),
         memory=int_query(request, "memory"),
     )
-    ranked = cluster.scheduler.select(config, cluster.node_views())
-    return cluster.engine_for_node(ranked[0]), remaining
+    return cluster.place(config)[0], remaining
 
 
 def engine_target(request: Request, remaining: dict[str, str | None], had_args: bool) -> str:

@@ -10,8 +10,9 @@ from typing import Any
 
 from shoal.api.http import HTTPError, Request, Response, json_response
 from shoal.api.primary.context import ApiContext, Params
-from shoal.cluster.cluster import Cluster, Placed
+from shoal.cluster.cluster import Cluster
 from shoal.cluster.errors import EngineError
+from shoal.cluster.index import Placed
 from shoal.scheduler.labels import (
     AFFINITIES_LABEL,
     build_container_config,

@@ -9,9 +9,9 @@ from typing import Any
 from shoal.api.http import HTTPError, Request, Response, json_response
 from shoal.api.primary.context import ApiContext, Params
 from shoal.api.primary.filters import match_labels, parse_filters, regex_search
-from shoal.cluster.cluster import Placed
 from shoal.cluster.engine import Engine
 from shoal.cluster.errors import EngineFailure
+from shoal.cluster.index import Placed
 
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 UNSPECIFIED_IPS = ("", "0.0.0.0", "::")

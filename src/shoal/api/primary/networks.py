@@ -16,9 +16,10 @@ from shoal.api.primary.context import ApiContext, Params
 from shoal.api.primary.fanout import Policy, fan_out, merge_prune
 from shoal.api.primary.filters import match_labels, parse_filters
 from shoal.api.primary.proxy import quietly
-from shoal.cluster.cluster import Cluster, Placed
+from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
 from shoal.cluster.errors import EngineError
+from shoal.cluster.index import Placed
 from shoal.cluster.records import Network
 from shoal.cluster.resources import listed_networks, placement_config, resolve_network
 
@@ -132,8 +133,7 @@ async def create_network(ctx: ApiContext, request: Request, params: Params) -> R
         if network.name == name and (node is None or node in (engine.name, engine.id)):
             raise HTTPError(409, f"network with name {name} already exists")
     labels = body.get("Labels") if isinstance(body.get("Labels"), dict) else None
-    ranked = cluster.scheduler.select(placement_config(engines, node, labels), cluster.node_views())
-    engine = cluster.engine_for_node(ranked[0])
+    engine = cluster.place(placement_config(engines, node, labels))[0]
     created = await engine.call("POST", "/networks/create", body=body)
     nid = str(created.get("Id", ""))
     await quietly(lambda: engine.refresh_network(nid))

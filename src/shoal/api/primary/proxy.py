@@ -23,9 +23,10 @@ from shoal.api.http import (
     splice,
 )
 from shoal.cluster.client import HOP_BY_HOP
-from shoal.cluster.cluster import Cluster, Placed
+from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
 from shoal.cluster.errors import EngineConnectionError, EngineFailure
+from shoal.cluster.index import Placed
 from shoal.cluster.passthrough import RawResponse
 
 #: Response headers an engine sets that describe the engine, not the object.

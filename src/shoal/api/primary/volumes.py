@@ -113,8 +113,7 @@ def choose_engines(
     config = placement_config(engines, node, labels)
     if whitelisted and labels:
         config["Labels"][WHITELISTS_LABEL] = labels[WHITELISTS_LABEL]
-    ranked = cluster.scheduler.select(config, cluster.node_views())
-    chosen = [cluster.engine_for_node(n) for n in ranked]
+    chosen = cluster.place(config)
     return chosen if whitelisted else chosen[:1]
 
 
