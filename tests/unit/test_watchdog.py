@@ -256,7 +256,7 @@ async def test_hard_constraint_keeps_container_and_says_why(
     n1 = add_engine(cluster, "node-1", {"storage": "disk"})
     pinned = put(n1, make_inspect("p", {CONSTRAINTS_LABEL: '["storage==disk"]',
                                         RESCHEDULE_LABEL: POLICY, SWARM_ID_LABEL: "sp"}))
-    caplog.set_level(logging.INFO, "shoal.watchdog")
+    caplog.set_level(logging.INFO, "shoal.cluster.watchdog")
     fail(n1)
     await watchdog.settle()
     failures = [r.getMessage() for r in caplog.records

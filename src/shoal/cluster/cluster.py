@@ -27,7 +27,7 @@ from shoal.discovery.base import Discovery, DiscoveryError
 from shoal.scheduler.node import Node, NodeContainer, NodeImage
 from shoal.scheduler.scheduler import Scheduler
 
-log = logging.getLogger("shoal.cluster")
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -92,7 +92,7 @@ class Cluster:
             await self.set_entries(entries)
 
     async def set_entries(self, entries: Sequence[str]) -> None:
-        """Diff a discovery batch against the engines we have (spec 2.4)."""
+        """Diff a discovery batch against the engines we have: gone ones stop, new ones start."""
         wanted = dict.fromkeys(entries)
         for entry in [e for e in self._engines if e not in wanted]:
             await self.remove_engine(entry)
@@ -351,7 +351,7 @@ class Cluster:
             config["Labels"] = labels
             if not labels.get(SWARM_ID_LABEL):
                 labels[SWARM_ID_LABEL] = self._new_swarm_id()
-            # Local networks and volumes pull the container to their node (spec 3.5).
+            # Local networks and volumes pull the container to their node.
             pin_to_local_resources(config, self.active_engines())
             ranked = self.scheduler.select(config, self.node_views())
             engines = [self.engine_for_node(n) for n in ranked]
@@ -443,7 +443,7 @@ def split_image(image: str) -> tuple[str, str]:
 
 
 def decorate_event(event: dict[str, Any], engine: Engine) -> dict[str, Any]:
-    """Add the node to an event the way classic Swarm does (spec 3.7)."""
+    """Add the node to an event the way classic Swarm does (cluster/event.go)."""
     out = dict(event)
     node = {"Name": engine.name, "Id": engine.id, "Addr": engine.addr, "Ip": engine.ip}
     if "from" in out:

@@ -28,7 +28,7 @@ from shoal.scheduler.labels import (
     rules_from_config,
 )
 
-log = logging.getLogger("shoal.watchdog")
+log = logging.getLogger(__name__)
 
 #: Waits between attempts for containers that found no node; bounded (about 9 minutes).
 RETRY_DELAYS = (2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 120.0, 300.0)
@@ -247,6 +247,17 @@ class Watchdog:
             await self._remove(placed)
             self._restore(engine, container)
             return False
+        await self._finish_move(engine, container, placed, networks)
+        return True
+
+    async def _finish_move(
+        self,
+        engine: Engine,
+        container: Container,
+        placed: Placed,
+        networks: dict[str, dict[str, Any]],
+    ) -> None:
+        """Announce the move, reconnect the new container's networks, start it if it ran."""
         log.info(
             "Rescheduled container %s from %s to %s as %s",
             container.id,
@@ -259,7 +270,7 @@ class Watchdog:
             RESCHEDULE_ACTION,
             actor_id=placed.container.id,
             attributes={
-                "name": name,
+                "name": container.name.lstrip("/"),
                 "old_id": container.id,
                 "old_node": engine.name,
                 "old_node.id": engine.id,
@@ -273,7 +284,6 @@ class Watchdog:
                 placed.container.id,
             )
             await self._start(placed)
-        return True
 
     def _restore(self, engine: Engine, container: Container) -> None:
         """A container that could not move is listed again on its node (as `Host Down`)."""
