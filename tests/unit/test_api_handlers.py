@@ -275,7 +275,8 @@ async def test_list_filters_by_label_name_node_and_status(
     put(cl, n1, "c" * 64, "db", running=False, created="2024-01-01T00:00:03Z")
 
     everything = await listed(cl, "all=1")
-    assert [c["Names"] for c in everything] == [["/node-1/db"], ["/node-1/web-2"], ["/node-0/web-1"]]
+    names = [["/node-1/db"], ["/node-1/web-2"], ["/node-0/web-1"]]
+    assert [c["Names"] for c in everything] == names
     assert [c["Names"] for c in await listed(cl, "")] == [["/node-1/web-2"], ["/node-0/web-1"]]
     by_label = await listed(cl, filters(label=["tier=front"]))
     assert [c["Id"] for c in by_label] == ["a" * 64]

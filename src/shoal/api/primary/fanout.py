@@ -19,6 +19,9 @@ import enum
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from shoal.api.http import Request
+from shoal.api.primary.filters import parse_filters
+from shoal.api.primary.proxy import quietly
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
 from shoal.cluster.errors import EngineError
@@ -57,6 +60,24 @@ async def fan_out(
     if failed and (policy is Policy.ALL or not answered):
         raise joined_failure(failed, partial=bool(answered))
     return answered
+
+
+async def prune_each(
+    cluster: Cluster, request: Request, kind: str, refresh: Callable[[Engine], Awaitable[object]]
+) -> dict[str, Any]:
+    """`docker network prune` / `docker volume prune` (`kind`): on every healthy node, any
+    of which may fail; each engine's cache refreshed after its own prune."""
+    raw = request.arg("filters")
+    parse_filters(raw)  # refuse malformed filters here, not once per engine
+    query = {"filters": raw or "{}"}
+
+    async def prune_one(engine: Engine) -> Any:
+        result = await engine.call("POST", f"/{kind}/prune", params=query)
+        await quietly(lambda: refresh(engine))
+        return result
+
+    results = await fan_out(cluster.healthy_engines(), prune_one, Policy.ANY)
+    return merge_prune(results, f"{kind.capitalize()}Deleted", per_node=True)
 
 
 def joined_failure(failed: Sequence[tuple[Engine, Exception]], *, partial: bool) -> Exception:

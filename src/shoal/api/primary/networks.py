@@ -13,7 +13,7 @@ from typing import Any
 
 from shoal.api.http import HTTPError, Request, Response, json_response
 from shoal.api.primary.context import ApiContext, Params
-from shoal.api.primary.fanout import Policy, fan_out, merge_prune
+from shoal.api.primary.fanout import prune_each
 from shoal.api.primary.filters import match_labels, parse_filters
 from shoal.api.primary.proxy import quietly
 from shoal.cluster.cluster import Cluster
@@ -194,14 +194,5 @@ async def remove_network(ctx: ApiContext, request: Request, params: Params) -> R
 
 
 async def prune_networks(ctx: ApiContext, request: Request, params: Params) -> Response:
-    parse_filters(request.arg("filters"))
-    query = {"filters": request.arg("filters") or "{}"}
-
-    async def prune_one(engine: Engine) -> Any:
-        result = await engine.call("POST", "/networks/prune", params=query)
-        await quietly(engine.refresh_networks)
-        return result
-
-    results = await fan_out(ctx.cluster.healthy_engines(), prune_one, Policy.ANY)
-    merged = merge_prune(results, "NetworksDeleted", per_node=True)
+    merged = await prune_each(ctx.cluster, request, "networks", lambda e: e.refresh_networks())
     return json_response({"NetworksDeleted": merged["NetworksDeleted"]})

@@ -14,7 +14,7 @@ from typing import Any
 
 from shoal.api.http import HTTPError, Request, Response, json_response
 from shoal.api.primary.context import ApiContext, Params
-from shoal.api.primary.fanout import Policy, fan_out, merge_prune
+from shoal.api.primary.fanout import Policy, fan_out, prune_each
 from shoal.api.primary.filters import match_labels, parse_filters
 from shoal.api.primary.proxy import quietly
 from shoal.cluster.cluster import Cluster
@@ -169,13 +169,5 @@ async def remove_volume(ctx: ApiContext, request: Request, params: Params) -> Re
 
 
 async def prune_volumes(ctx: ApiContext, request: Request, params: Params) -> Response:
-    parse_filters(request.arg("filters"))
-    query = {"filters": request.arg("filters") or "{}"}
-
-    async def prune_one(engine: Engine) -> Any:
-        result = await engine.call("POST", "/volumes/prune", params=query)
-        await quietly(engine.refresh_volumes)
-        return result
-
-    results = await fan_out(ctx.cluster.healthy_engines(), prune_one, Policy.ANY)
-    return json_response(merge_prune(results, "VolumesDeleted", per_node=True))
+    merged = await prune_each(ctx.cluster, request, "volumes", lambda e: e.refresh_volumes())
+    return json_response(merged)
