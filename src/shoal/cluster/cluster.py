@@ -18,7 +18,7 @@ from typing import Any
 
 from shoal.cluster.client import EngineAddress, EngineClient, json_objects
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
-from shoal.cluster.errors import Conflict, EngineConnectionError, EngineError, NotFound
+from shoal.cluster.errors import Conflict, EngineError, EngineFailure, NotFound
 from shoal.cluster.events import EventBus
 from shoal.cluster.index import ContainerIndex, Placed
 from shoal.cluster.records import SWARM_ID_LABEL, Container, normalize_ref
@@ -366,7 +366,7 @@ class Cluster:
                 self._pending[key].engine = engine
                 try:
                     return await self._create_on(engine, config, name, auth)
-                except (EngineError, EngineConnectionError) as exc:
+                except EngineFailure as exc:
                     last = exc
                     if isinstance(exc, EngineError) and exc.status in (400, 409):
                         raise

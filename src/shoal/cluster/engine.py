@@ -22,7 +22,7 @@ from shoal.cluster.client import EngineAddress, EngineClient, connection_error_t
 from shoal.cluster.engine_cache import EngineCache
 from shoal.cluster.engine_events import EventMonitor
 from shoal.cluster.engine_state import EngineListener, EngineSettings, EngineState
-from shoal.cluster.errors import EngineConnectionError, EngineError
+from shoal.cluster.errors import EngineConnectionError, EngineError, EngineFailure
 from shoal.cluster.passthrough import RawPool, RawResponse
 from shoal.cluster.records import EngineSpecs, parse_docker_time
 
@@ -158,7 +158,7 @@ class Engine(EngineCache):
             try:
                 await self._validate()
                 return
-            except (EngineConnectionError, EngineError, ValueError) as exc:
+            except (EngineFailure, ValueError) as exc:
                 attempt += 1
                 self.error = str(exc)
                 self.updated_at = self.clock()
@@ -203,7 +203,7 @@ class Engine(EngineCache):
                 ):
                     await self.update_specs()
                 await self.refresh_all()
-            except (EngineConnectionError, EngineError) as exc:
+            except EngineFailure as exc:
                 log.debug("refresh of %s failed: %s", self.name, exc)
 
     # -- health -----------------------------------------------------------------
@@ -240,7 +240,7 @@ class Engine(EngineCache):
             self._answering = True
             await self.remove_duplicates(newer_only=False)
             await self.refresh_all()
-        except (EngineConnectionError, EngineError, ValueError) as exc:
+        except (EngineFailure, ValueError) as exc:
             log.debug("engine %s is not back yet: %s", self.addr, exc)
             return
         finally:

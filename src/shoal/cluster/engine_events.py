@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from shoal.cluster.engine_state import EngineState
-from shoal.cluster.errors import EngineConnectionError, EngineError
+from shoal.cluster.errors import EngineConnectionError, EngineError, EngineFailure
 from shoal.cluster.events import SeenEvents, since_param
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class EventMonitor:
             await asyncio.sleep(min(failures, 10) if failures > 1 else 0.5)
             if self.engine.state is EngineState.PENDING:
                 # A changed daemon ID: keep probing so the error stays current.
-                with contextlib.suppress(EngineConnectionError, EngineError, ValueError):
+                with contextlib.suppress(EngineFailure, ValueError):
                     await self.engine.update_specs()
 
     async def handle(self, event: dict[str, Any]) -> None:
