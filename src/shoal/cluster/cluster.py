@@ -327,11 +327,18 @@ class Cluster:
             nodes.append(node)
         return nodes
 
-    def engine_for_node(self, node: Node) -> Engine:
+    def engine_by_id(self, engine_id: str) -> Engine | None:
+        """The engine with classic Swarm's engine ID (`daemon ID|address`)."""
         for engine in self._engines.values():
-            if engine.id == node.id:
+            if engine.id == engine_id:
                 return engine
-        raise NotFound(f"No such node: {node.id}")
+        return None
+
+    def engine_for_node(self, node: Node) -> Engine:
+        engine = self.engine_by_id(node.id)
+        if engine is None:
+            raise NotFound(f"No such node: {node.id}")
+        return engine
 
     async def create_container(
         self, config: dict[str, Any], name: str | None, auth: str | None
