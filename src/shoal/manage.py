@@ -32,7 +32,7 @@ from shoal.leadership.election import Election
 from shoal.options import ManageOptions
 from shoal.scheduler.scheduler import Scheduler
 
-log = logging.getLogger("shoal.manage")
+log = logging.getLogger(__name__)
 
 
 class StartupError(Exception):
@@ -41,33 +41,15 @@ class StartupError(Exception):
 
 async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> None:
     """Run the manager until SIGINT/SIGTERM (or until cancelled)."""
-    server_ssl = client_ssl = None
-    if options.tls is not None:
-        tls = options.tls
-        try:
-            server_ssl = make_server_ssl_context(tls.cert, tls.key, tls.ca, tls.verify)
-            client_ssl = make_client_ssl_context(tls.cert, tls.key, tls.ca, tls.verify)
-        except (OSError, ValueError) as exc:
-            raise StartupError(str(exc)) from None
+    server_ssl, client_ssl = _tls_contexts(options)
     try:
         discovery = parse_discovery(
             options.discovery, options.heartbeat, 0.0, options.discovery_opts
         )
     except (DiscoveryError, ValueError) as exc:
         raise StartupError(str(exc)) from None
-    try:
-        scheduler = Scheduler(list(options.filters), options.strategy)
-    except ValueError as exc:
-        raise StartupError(str(exc)) from None
-    settings = EngineSettings(
-        refresh_min=options.refresh_min,
-        refresh_max=options.refresh_max,
-        failure_retry=options.failure_retry,
-        overcommit=options.overcommit,
-    )
-    cluster = Cluster(
-        settings, scheduler, EventBus(), ssl_context=client_ssl, create_retry=options.create_retry
-    )
+    cluster = _cluster(options, client_ssl)
+    scheduler = cluster.scheduler
     watchdog = Watchdog(cluster)
     ctx = ApiContext(
         cluster,
@@ -109,6 +91,38 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+def _tls_contexts(
+    options: ManageOptions,
+) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """The server's and the engine client's TLS contexts, when `--tls` options were given."""
+    if options.tls is None:
+        return None, None
+    tls = options.tls
+    try:
+        return (
+            make_server_ssl_context(tls.cert, tls.key, tls.ca, tls.verify),
+            make_client_ssl_context(tls.cert, tls.key, tls.ca, tls.verify),
+        )
+    except (OSError, ValueError) as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _cluster(options: ManageOptions, client_ssl: ssl.SSLContext | None) -> Cluster:
+    try:
+        scheduler = Scheduler(list(options.filters), options.strategy)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    settings = EngineSettings(
+        refresh_min=options.refresh_min,
+        refresh_max=options.refresh_max,
+        failure_retry=options.failure_retry,
+        overcommit=options.overcommit,
+    )
+    return Cluster(
+        settings, scheduler, EventBus(), ssl_context=client_ssl, create_retry=options.create_retry
+    )
 
 
 def _replication(

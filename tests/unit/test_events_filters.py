@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from shoal.api.http import HTTPError
-from shoal.api.primary.system import event_matches, event_time, parse_event_time
+from shoal.api.primary.events import event_matches, event_time, parse_event_time
 from shoal.cluster.events import SeenEvents, since_param
 
 

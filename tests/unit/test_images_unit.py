@@ -15,25 +15,21 @@ import pytest
 
 from shoal.api.http import HTTPError, make_request
 from shoal.api.primary.build import engine_target, is_build_context
-from shoal.api.primary.containers import (
+from shoal.api.primary.container_create import image_retry_config
+from shoal.api.primary.container_list import (
     ancestor_ids,
-    image_retry_config,
     public_bindings,
     public_ports,
     validate_list_filters,
 )
-from shoal.api.primary.images import (
-    Fanout,
-    familiar_name,
-    final_error,
-    merge_df,
-    merge_prune,
-    merged_images,
-    split_node_prefix,
-)
-from shoal.cluster.client import EngineError
+from shoal.api.primary.fanout import merge_prune
+from shoal.api.primary.image_list import merged_images
+from shoal.api.primary.image_streams import Fanout, final_error
+from shoal.api.primary.images import familiar_name, split_node_prefix
+from shoal.api.primary.system import merge_df
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
+from shoal.cluster.errors import EngineError
 from shoal.cluster.records import Image, ImageIndex
 
 

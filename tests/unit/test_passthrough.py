@@ -137,7 +137,7 @@ async def test_unread_stream_is_closed_not_pooled(upstream: Upstream, pool: RawP
 
 @pytest.mark.parametrize("path", ["/fixed", "/chunked"])
 async def test_unreachable_engine_is_a_connection_error(path: str) -> None:
-    from shoal.cluster.client import EngineConnectionError
+    from shoal.cluster.errors import EngineConnectionError
 
     client = EngineClient(EngineAddress.parse("127.0.0.1:9"), None)
     try:

@@ -8,8 +8,9 @@ import pytest
 import pytest_asyncio
 
 from shoal.cluster.client import EngineAddress, EngineClient
-from shoal.cluster.cluster import Cluster, NotFound
+from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
+from shoal.cluster.errors import NotFound
 from shoal.cluster.events import EventBus
 from shoal.cluster.prefix import SortedKeys
 from shoal.cluster.records import SWARM_ID_LABEL, Container, EngineSpecs, Image, ImageIndex
@@ -31,7 +32,7 @@ async def cluster() -> AsyncIterator[tuple[Cluster, Engine, Engine]]:
         engine = Engine(address, EngineClient(address, None), EngineSettings(), cl)
         engine.specs = EngineSpecs(daemon_id=f"D{i}", name=f"node-{i}", cpus=2, memory=1 << 30)
         engine.state = EngineState.HEALTHY
-        cl.engines[address.entry] = engine
+        cl._engines[address.entry] = engine
         engines.append(engine)
     try:
         yield cl, engines[0], engines[1]

@@ -129,7 +129,7 @@ class FakeClient:
 
 
 def add_engine(cluster: Cluster, name: str, labels: Mapping[str, str] | None = None) -> Engine:
-    entry = f"127.0.0.1:{2375 + len(cluster.engines)}"
+    entry = f"127.0.0.1:{2375 + len(cluster.all_engines())}"
     client = FakeClient(name, labels)
     address = EngineAddress.parse(entry)
     engine = Engine(address, cast(EngineClient, client), cluster.settings, cluster)
@@ -137,7 +137,7 @@ def add_engine(cluster: Cluster, name: str, labels: Mapping[str, str] | None = N
         daemon_id=f"ID-{name}", name=name, cpus=2, memory=2**32, labels=dict(labels or {})
     )
     engine.state = EngineState.HEALTHY
-    cluster.engines[entry] = engine
+    cluster._engines[entry] = engine
     return engine
 
 
@@ -165,7 +165,7 @@ async def cluster() -> AsyncIterator[Cluster]:
     try:
         yield c
     finally:
-        await asyncio.gather(*(e.stop() for e in c.engines.values()))
+        await asyncio.gather(*(e.stop() for e in c.all_engines()))
 
 
 @pytest_asyncio.fixture
@@ -256,7 +256,7 @@ async def test_hard_constraint_keeps_container_and_says_why(
     n1 = add_engine(cluster, "node-1", {"storage": "disk"})
     pinned = put(n1, make_inspect("p", {CONSTRAINTS_LABEL: '["storage==disk"]',
                                         RESCHEDULE_LABEL: POLICY, SWARM_ID_LABEL: "sp"}))
-    caplog.set_level(logging.INFO, "shoal.watchdog")
+    caplog.set_level(logging.INFO, "shoal.cluster.watchdog")
     fail(n1)
     await watchdog.settle()
     failures = [r.getMessage() for r in caplog.records
@@ -328,7 +328,7 @@ async def test_stale_copies_go_before_the_node_is_healthy(cluster: Cluster) -> N
     fail(n1)
     fake(n1).containers.update({stale["Id"]: stale, own["Id"]: own})
     seen: list[tuple[str, bool]] = []
-    cluster.state_listeners.append(
+    cluster.add_state_listener(
         lambda engine, action: seen.append((action, stale["Id"] in fake(n1).containers))
     )
     fake(n1).down = False
@@ -366,7 +366,7 @@ async def test_only_one_copy_of_a_swarm_id_is_visible(cluster: Cluster) -> None:
     ], newer_only=True) == []
     n0.forget_container(new.id)
     assert cluster.find_container("a").container.id == old.id
-    assert "sa" in cluster.by_swarm_id and len(cluster.by_swarm_id["sa"]) == 1
+    assert len(cluster.copies("sa")) == 1
 
 
 async def test_new_primary_takes_over_nodes_that_failed_before(cluster: Cluster) -> None:

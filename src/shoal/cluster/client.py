@@ -17,22 +17,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from shoal.cluster.errors import EngineConnectionError, EngineError
+
 #: The newest API version shoal speaks, to engines and to clients.
 MAX_API_VERSION = "1.44"
 CONNECT_TIMEOUT = 30.0
-
-
-class EngineError(Exception):
-    """An engine answered a call with an error status: its message is passed on."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class EngineConnectionError(Exception):
-    """The engine could not be reached: this is what counts towards unhealthy."""
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

@@ -16,39 +16,18 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.cluster.client import (
-    EngineAddress,
-    EngineClient,
-    EngineConnectionError,
-    EngineError,
-    json_objects,
-)
+from shoal.cluster.client import EngineAddress, EngineClient, json_objects
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
+from shoal.cluster.errors import Conflict, EngineError, EngineFailure, NotFound
 from shoal.cluster.events import EventBus
-from shoal.cluster.prefix import SortedKeys
+from shoal.cluster.index import ContainerIndex, Placed
 from shoal.cluster.records import SWARM_ID_LABEL, Container, normalize_ref
 from shoal.cluster.resources import pin_to_local_resources
 from shoal.discovery.base import Discovery, DiscoveryError
 from shoal.scheduler.node import Node, NodeContainer, NodeImage
 from shoal.scheduler.scheduler import Scheduler
 
-log = logging.getLogger("shoal.cluster")
-
-
-class NotFound(Exception):
-    """No object answers to the reference (or more than one does)."""
-
-
-class Conflict(Exception):
-    """A name is taken somewhere in the cluster."""
-
-
-@dataclass(slots=True)
-class Placed:
-    """A container and the engine that runs it: what every container route needs."""
-
-    engine: Engine
-    container: Container
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -81,22 +60,17 @@ class Cluster:
     bus: EventBus
     ssl_context: ssl.SSLContext | None = None
     create_retry: int = 0
-    engines: dict[str, Engine] = field(default_factory=dict)
-    by_id: dict[str, Placed] = field(default_factory=dict)
-    by_name: dict[str, list[Placed]] = field(default_factory=dict)
-    #: swarm ID -> every cached copy; more than one only around a node failure.
-    by_swarm_id: dict[str, list[Placed]] = field(default_factory=dict)
-    #: The keys of by_id and by_swarm_id, sorted for prefix lookups.
-    id_keys: SortedKeys = field(default_factory=SortedKeys)
-    swarm_id_keys: SortedKeys = field(default_factory=SortedKeys)
-    #: Called with (engine, action) on engine_connect/_disconnect/_reconnect (the watchdog).
-    state_listeners: list[Callable[[Engine, str], None]] = field(default_factory=list)
-    pending: dict[str, PendingCreate] = field(default_factory=dict)
-    #: exec ID -> container ID, for the `/exec/{id}` routes.
-    execs: dict[str, str] = field(default_factory=dict)
     discovery_error: str = ""
     #: Bumped whenever an engine joins, leaves or changes health: keys derived caches.
     health_epoch: int = 0
+    #: discovery entry -> engine.
+    _engines: dict[str, Engine] = field(default_factory=dict)
+    _index: ContainerIndex = field(default_factory=ContainerIndex)
+    #: Called with (engine, action) on engine_connect/_disconnect/_reconnect (the watchdog).
+    _state_listeners: list[Callable[[Engine, str], None]] = field(default_factory=list)
+    _pending: dict[str, PendingCreate] = field(default_factory=dict)
+    #: exec ID -> container ID, for the `/exec/{id}` routes.
+    _execs: dict[str, str] = field(default_factory=dict)
     _generation: dict[int, int] = field(default_factory=dict)
     _node_cache: dict[int, NodeCache] = field(default_factory=dict)
     _schedule_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -118,12 +92,12 @@ class Cluster:
             await self.set_entries(entries)
 
     async def set_entries(self, entries: Sequence[str]) -> None:
-        """Diff a discovery batch against the engines we have (spec 2.4)."""
+        """Diff a discovery batch against the engines we have: gone ones stop, new ones start."""
         wanted = dict.fromkeys(entries)
-        for entry in [e for e in self.engines if e not in wanted]:
+        for entry in [e for e in self._engines if e not in wanted]:
             await self.remove_engine(entry)
         for entry in wanted:
-            if entry not in self.engines:
+            if entry not in self._engines:
                 self.add_engine(entry)
 
     def add_engine(self, entry: str) -> Engine | None:
@@ -134,19 +108,19 @@ class Cluster:
             return None
         client = EngineClient(address, self.ssl_context)
         engine = Engine(address, client, self.settings, self)
-        self.engines[entry] = engine
+        self._engines[entry] = engine
         engine.start()
         return engine
 
     async def remove_engine(self, entry: str) -> None:
-        engine = self.engines.pop(entry, None)
+        engine = self._engines.pop(entry, None)
         if engine is None:
             return
         self.health_epoch += 1
         was_healthy = engine.healthy
         await engine.stop()
         for cid in list(engine.containers):
-            self._unindex(engine, engine.containers[cid])
+            self._index.remove(engine, engine.containers[cid])
         if was_healthy:
             self._publish_swarm_event(engine, "engine_disconnect")
             self._notify_state(engine, "engine_disconnect")
@@ -158,12 +132,12 @@ class Cluster:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await asyncio.gather(*(e.stop() for e in self.engines.values()))
+        await asyncio.gather(*(e.stop() for e in self._engines.values()))
         self.bus.close()
 
     # -- engine listener ----------------------------------------------------------
     def engine_validated(self, engine: Engine) -> str | None:
-        for other in self.engines.values():
+        for other in self._engines.values():
             if other is engine or other.specs.daemon_id != engine.specs.daemon_id:
                 continue
             if other.state is EngineState.PENDING:
@@ -184,7 +158,7 @@ class Cluster:
         self._notify_state(engine, action)
 
     def _notify_state(self, engine: Engine, action: str) -> None:
-        for listener in list(self.state_listeners):
+        for listener in list(self._state_listeners):
             try:
                 listener(engine, action)
             except Exception:  # one broken listener must not stop the engine's loop
@@ -205,7 +179,7 @@ class Cluster:
             if not sid:
                 continue
             created = float(item.get("Created") or 0)
-            for other in self.by_swarm_id.get(sid, ()):
+            for other in self._index.copies(sid):
                 if other.engine is engine or other.container.id == item.get("Id"):
                     continue
                 if newer_only:
@@ -222,41 +196,12 @@ class Cluster:
     ) -> None:
         self._touch(engine)
         if old is not None:
-            self._unindex(engine, old)
+            self._index.remove(engine, old)
         if new is not None:
-            placed = Placed(engine, new)
-            self.by_id[new.id] = placed
-            self.id_keys.add(new.id)
-            self.by_name.setdefault(new.name.lstrip("/"), []).append(placed)
-            if new.swarm_id:
-                self.by_swarm_id.setdefault(new.swarm_id, []).append(placed)
-                self.swarm_id_keys.add(new.swarm_id)
+            self._index.add(Placed(engine, new))
 
     def engine_event(self, engine: Engine, event: dict[str, Any]) -> None:
         self.bus.publish(decorate_event(event, engine))
-
-    def _unindex(self, engine: Engine, container: Container) -> None:
-        placed = self.by_id.get(container.id)
-        if placed is not None and placed.engine is engine:
-            del self.by_id[container.id]
-            self.id_keys.discard(container.id)
-        key = container.name.lstrip("/")
-        entries = self.by_name.get(key)
-        if entries:
-            entries[:] = [
-                p for p in entries if not (p.engine is engine and p.container.id == container.id)
-            ]
-            if not entries:
-                del self.by_name[key]
-        sid = container.swarm_id
-        copies = self.by_swarm_id.get(sid) if sid else None
-        if copies and sid:
-            copies[:] = [
-                p for p in copies if not (p.engine is engine and p.container.id == container.id)
-            ]
-            if not copies:
-                del self.by_swarm_id[sid]
-                self.swarm_id_keys.discard(sid)
 
     def _touch(self, engine: Engine) -> None:
         key = id(engine)
@@ -294,98 +239,76 @@ class Cluster:
         self.bus.publish(decorate_event(event, engine))
 
     # -- reads ----------------------------------------------------------------------
+    def all_engines(self) -> list[Engine]:
+        """Every engine discovery knows, whatever its state."""
+        return list(self._engines.values())
+
     def active_engines(self) -> list[Engine]:
         """Validated engines, healthy or not (pending ones have nothing cached)."""
-        return [e for e in self.engines.values() if e.state is not EngineState.PENDING]
+        return [e for e in self._engines.values() if e.state is not EngineState.PENDING]
 
     def healthy_engines(self) -> list[Engine]:
-        return [e for e in self.engines.values() if e.healthy]
+        return [e for e in self._engines.values() if e.healthy]
 
     def containers(self) -> Iterator[Placed]:
         """Every container once: copies hidden behind another copy of their swarm ID are not."""
-        return (p for p in self.by_id.values() if self.visible(p))
+        return self._index.containers()
 
-    def visible(self, placed: Placed) -> bool:
-        """One copy per swarm ID is shown: one on a healthy engine, newest first."""
-        sid = placed.container.swarm_id
-        copies = self.by_swarm_id.get(sid) if sid else None
-        if not copies or len(copies) < 2:
-            return True
-        return self.preferred_copy(copies) is placed
+    def copies(self, swarm_id: str) -> list[Placed]:
+        """Every cached copy of a swarm ID (more than one only around a node failure)."""
+        return self._index.copies(swarm_id)
 
-    @staticmethod
-    def preferred_copy(copies: Sequence[Placed]) -> Placed:
-        return max(copies, key=lambda p: (p.engine.healthy, p.container.created))
+    def find_container(self, ref: str) -> Placed:
+        """Classic Swarm's resolution order (cluster/swarm/cluster.go, `Container`): ID,
+        swarm ID, name, then an ID prefix."""
+        return self._index.find(ref)
+
+    def engine_at(self, entry: str) -> Engine | None:
+        """The engine discovery listed as `entry`, if it is still in the cluster."""
+        return self._engines.get(entry)
+
+    def add_state_listener(self, listener: Callable[[Engine, str], None]) -> None:
+        """`listener(engine, action)` on engine_connect, _disconnect and _reconnect."""
+        self._state_listeners.append(listener)
+
+    def remove_state_listener(self, listener: Callable[[Engine, str], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._state_listeners.remove(listener)
+
+    def place(self, config: dict[str, Any]) -> list[Engine]:
+        """The engines the scheduler ranks for `config`, best first (SchedulerError if none)."""
+        return [self.engine_for_node(n) for n in self.scheduler.select(config, self.node_views())]
 
     def engine_by_name(self, name: str) -> Engine | None:
-        for engine in self.engines.values():
+        for engine in self._engines.values():
             if engine.specs.name == name or engine.id == name or engine.specs.daemon_id == name:
                 return engine
         return None
 
-    def find_container(self, ref: str) -> Placed:
-        """Classic Swarm's resolution order (spec 3.3): ID, swarm ID, name, then prefix."""
-        if not ref:
-            raise NotFound(ref)
-        placed = self.by_id.get(ref)
-        if placed is not None:
-            return placed
-        if len(ref) == 12:
-            short = self.id_keys.with_prefix(ref)
-            if short:
-                return self.by_id[short[0]]
-        copies = self.by_swarm_id.get(ref)
-        if not copies and len(ref) == 12:
-            short = self.swarm_id_keys.with_prefix(ref)
-            copies = self.by_swarm_id[short[0]] if short else None
-        if copies:
-            return self.preferred_copy(copies)
-        candidates = [p for p in self._by_name(ref) if self.visible(p)]
-        if len(candidates) == 1:
-            return candidates[0]
-        if len(candidates) > 1:
-            raise NotFound(ref)
-        matches = [self.by_id[cid] for cid in self.id_keys.with_prefix(ref)]
-        matches += [
-            p for sid in self.swarm_id_keys.with_prefix(ref) for p in self.by_swarm_id[sid]
-        ]
-        matches = [p for p in matches if self.visible(p)]
-        if len(matches) == 1:
-            return matches[0]
-        raise NotFound(ref)
-
-    def _by_name(self, ref: str) -> list[Placed]:
-        bare = ref.lstrip("/")
-        found = list(self.by_name.get(bare, ()))
-        if "/" in bare:
-            node, _, name = bare.rpartition("/")
-            for p in self.by_name.get(name, ()):
-                if node in (p.engine.specs.name, p.engine.id) and p not in found:
-                    found.append(p)
-        return found
+    def record_exec(self, exec_id: str, cid: str) -> None:
+        """Remember which container an exec made through shoal runs in."""
+        self._execs[exec_id] = cid
 
     def find_exec(self, exec_id: str) -> Placed:
         """The container an exec runs in: from creates seen here, else the inspects' ExecIDs."""
-        cid = self.execs.get(exec_id)
-        if cid is not None and cid in self.by_id:
-            return self.by_id[cid]
-        for placed in self.by_id.values():
+        cid = self._execs.get(exec_id)
+        placed = self._index.by_id(cid) if cid is not None else None
+        if placed is not None:
+            return placed
+        for placed in self._index.all():
             if exec_id in (placed.container.inspect.get("ExecIDs") or ()):
                 return placed
-        raise NotFound(exec_id)
+        raise NotFound(f"No such exec instance: {exec_id}")
 
     def name_taken(self, name: str) -> Container | None:
-        key = name.lstrip("/")
-        for p in self.by_name.get(key, ()):
-            return p.container
-        return None
+        return self._index.name_taken(name)
 
     # -- scheduling -----------------------------------------------------------------
     def node_views(self) -> list[Node]:
         """One scheduler view per active engine, rebuilt only when its cache changed."""
         nodes: list[Node] = []
         pending_by_engine: dict[int, list[PendingCreate]] = {}
-        for p in self.pending.values():
+        for p in self._pending.values():
             pending_by_engine.setdefault(id(p.engine), []).append(p)
         for engine in self.active_engines():
             key = id(engine)
@@ -404,11 +327,18 @@ class Cluster:
             nodes.append(node)
         return nodes
 
-    def engine_for_node(self, node: Node) -> Engine:
-        for engine in self.engines.values():
-            if engine.id == node.id:
+    def engine_by_id(self, engine_id: str) -> Engine | None:
+        """The engine with classic Swarm's engine ID (`daemon ID|address`)."""
+        for engine in self._engines.values():
+            if engine.id == engine_id:
                 return engine
-        raise NotFound(node.id)
+        return None
+
+    def engine_for_node(self, node: Node) -> Engine:
+        engine = self.engine_by_id(node.id)
+        if engine is None:
+            raise NotFound(f"No such node: {node.id}")
+        return engine
 
     async def create_container(
         self, config: dict[str, Any], name: str | None, auth: str | None
@@ -417,7 +347,7 @@ class Cluster:
         async with self._schedule_lock:
             if name:
                 taken = self.name_taken(name)
-                if taken is not None or name.lstrip("/") in self.pending:
+                if taken is not None or name.lstrip("/") in self._pending:
                     cid = taken.id if taken is not None else ""
                     raise Conflict(
                         f'Conflict. The container name "/{name.lstrip("/")}" is already in use '
@@ -428,22 +358,22 @@ class Cluster:
             config["Labels"] = labels
             if not labels.get(SWARM_ID_LABEL):
                 labels[SWARM_ID_LABEL] = self._new_swarm_id()
-            # Local networks and volumes pull the container to their node (spec 3.5).
+            # Local networks and volumes pull the container to their node.
             pin_to_local_resources(config, self.active_engines())
             ranked = self.scheduler.select(config, self.node_views())
             engines = [self.engine_for_node(n) for n in ranked]
             key = name.lstrip("/") if name else "\0" + labels[SWARM_ID_LABEL]
-            self.pending[key] = PendingCreate(
+            self._pending[key] = PendingCreate(
                 key, engines[0], config, labels[SWARM_ID_LABEL]
             )
         try:
             attempts = 1 + self.create_retry
             last: Exception | None = None
             for engine in engines[:attempts] or engines[:1]:
-                self.pending[key].engine = engine
+                self._pending[key].engine = engine
                 try:
                     return await self._create_on(engine, config, name, auth)
-                except (EngineError, EngineConnectionError) as exc:
+                except EngineFailure as exc:
                     last = exc
                     if isinstance(exc, EngineError) and exc.status in (400, 409):
                         raise
@@ -451,7 +381,7 @@ class Cluster:
             assert last is not None
             raise last
         finally:
-            self.pending.pop(key, None)
+            self._pending.pop(key, None)
 
     async def _create_on(
         self, engine: Engine, config: dict[str, Any], name: str | None, auth: str | None
@@ -499,7 +429,7 @@ class Cluster:
     def _new_swarm_id(self) -> str:
         while True:
             candidate = secrets.token_hex(32)
-            if candidate not in self.by_swarm_id:
+            if not self._index.copies(candidate):
                 return candidate
 
 
@@ -520,7 +450,7 @@ def split_image(image: str) -> tuple[str, str]:
 
 
 def decorate_event(event: dict[str, Any], engine: Engine) -> dict[str, Any]:
-    """Add the node to an event the way classic Swarm does (spec 3.7)."""
+    """Add the node to an event the way classic Swarm does (cluster/event.go)."""
     out = dict(event)
     node = {"Name": engine.name, "Id": engine.id, "Addr": engine.addr, "Ip": engine.ip}
     if "from" in out:

@@ -10,110 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from shoal.cluster.client import (
-    EngineAddress,
-    EngineClient,
-    EngineConnectionError,
-    EngineError,
-)
-from shoal.cluster.events import SeenEvents, since_param
-from shoal.cluster.passthrough import RawPool
-from shoal.cluster.records import (
-    Container,
-    EngineSpecs,
-    Image,
-    ImageIndex,
-    Network,
-    Volume,
-    parse_docker_time,
-)
+import aiohttp
 
-log = logging.getLogger("shoal.engine")
+from shoal.cluster.client import EngineAddress, EngineClient, connection_error_text
+from shoal.cluster.engine_cache import EngineCache
+from shoal.cluster.engine_events import EventMonitor
+from shoal.cluster.engine_state import EngineListener, EngineSettings, EngineState
+from shoal.cluster.errors import EngineConnectionError, EngineError, EngineFailure
+from shoal.cluster.passthrough import RawPool, RawResponse
+from shoal.cluster.records import EngineSpecs, parse_docker_time
 
-#: Container events after which the cached inspect is stale (spec 3.7).
-REFRESH_EVENTS = frozenset(
-    {
-        "die",
-        "kill",
-        "oom",
-        "pause",
-        "start",
-        "restart",
-        "stop",
-        "unpause",
-        "rename",
-        "update",
-        "create",
-        "health_status",
-        "exec_create",
-    }
-)
-#: Container events that change nothing shoal caches.
-QUIET_EVENTS = frozenset(
-    {
-        "top",
-        "resize",
-        "export",
-        "exec_start",
-        "exec_detach",
-        "exec_die",
-        "attach",
-        "detach",
-        "extract-to-dir",
-        "copy",
-        "archive-path",
-    }
-)
+log = logging.getLogger(__name__)
+
+#: Streams (logs, pulls, uploads) last as long as they last; only connecting is bounded.
+STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=None)
+
 SPECS_MAX_AGE = 300.0
-INSPECT_CONCURRENCY = 8
 
 
-class EngineState(enum.Enum):
-    PENDING = "Pending"
-    HEALTHY = "Healthy"
-    UNHEALTHY = "Unhealthy"
-    DISCONNECTED = "Disconnected"
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    """The manage flags that shape every engine's loops."""
-
-    refresh_min: float = 30.0
-    refresh_max: float = 60.0
-    failure_retry: int = 3
-    overcommit: float = 0.05
-
-
-class EngineListener(Protocol):
-    """What an engine tells its cluster; the cluster keeps cross-engine indexes from it."""
-
-    def engine_validated(self, engine: Engine) -> str | None: ...
-
-    def engine_state_changed(self, engine: Engine, action: str) -> None: ...
-
-    def container_changed(
-        self, engine: Engine, old: Container | None, new: Container | None
-    ) -> None: ...
-
-    def engine_event(self, engine: Engine, event: dict[str, Any]) -> None: ...
-
-    def images_changed(self, engine: Engine) -> None: ...
-
-    def duplicate_copies(
-        self, engine: Engine, listing: list[dict[str, Any]], *, newer_only: bool
-    ) -> list[str]: ...
-
-
-class Engine:
+class Engine(EngineCache):
     """A Docker engine: its connection, state machine and cached objects."""
 
     def __init__(
@@ -138,13 +59,8 @@ class Engine:
         self.specs_at = 0.0
         self.failure_count = 0
         self.ip = address.host or "127.0.0.1"
-        self.containers: dict[str, Container] = {}
-        self.images: list[Image] = []
-        self.image_index = ImageIndex([])
-        self.networks: dict[str, Network] = {}
-        self.volumes: dict[str, Volume] = {}
-        self._last_event_nano = 0
-        self._seen_events = SeenEvents()
+        self._init_cache()
+        self.monitor = EventMonitor(self)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[None] | None = None
@@ -162,7 +78,7 @@ class Engine:
 
     @property
     def id(self) -> str:
-        """Classic Swarm's engine ID: the daemon ID and the address (spec 5.1)."""
+        """Classic Swarm's engine ID: the daemon ID and the address (cluster/engine.go, `ID`)."""
         return f"{self.specs.daemon_id}|{self.addr}" if self.specs.daemon_id else ""
 
     @property
@@ -232,7 +148,7 @@ class Engine:
 
     async def _run(self) -> None:
         await self._validate_until_done()
-        self._spawn(self._monitor_events(), f"events {self.address.entry}")
+        self._spawn(self.monitor.run(), f"events {self.address.entry}")
         await self._refresh_loop()
 
     async def _validate_until_done(self) -> None:
@@ -242,7 +158,7 @@ class Engine:
             try:
                 await self._validate()
                 return
-            except (EngineConnectionError, EngineError, ValueError) as exc:
+            except (EngineFailure, ValueError) as exc:
                 attempt += 1
                 self.error = str(exc)
                 self.updated_at = self.clock()
@@ -257,7 +173,7 @@ class Engine:
                 "cannot get resources for this engine, make sure "
                 f"{self.addr} is a Docker Engine, not a Swarm manager"
             )
-        self._last_event_nano = int(self.clock() * 1e9)
+        self.monitor.last_nano = int(self.clock() * 1e9)
         await self.remove_duplicates(newer_only=True)
         await self.refresh_all()
         duplicate = self.listener.engine_validated(self)
@@ -287,7 +203,7 @@ class Engine:
                 ):
                     await self.update_specs()
                 await self.refresh_all()
-            except (EngineConnectionError, EngineError) as exc:
+            except EngineFailure as exc:
                 log.debug("refresh of %s failed: %s", self.name, exc)
 
     # -- health -----------------------------------------------------------------
@@ -324,7 +240,7 @@ class Engine:
             self._answering = True
             await self.remove_duplicates(newer_only=False)
             await self.refresh_all()
-        except (EngineConnectionError, EngineError, ValueError) as exc:
+        except (EngineFailure, ValueError) as exc:
             log.debug("engine %s is not back yet: %s", self.addr, exc)
             return
         finally:
@@ -380,9 +296,66 @@ class Engine:
         except EngineConnectionError as exc:
             self.record_failure(str(exc))
             raise
+        self._answered()
+        return result
+
+    async def forward(
+        self,
+        method: str,
+        target: str,
+        *,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        data: bytes | AsyncIterator[bytes] | None = None,
+    ) -> aiohttp.ClientResponse:
+        """A client's request sent on as it is (`target` carries any version prefix); the
+        caller reads and releases the streamed answer."""
+        try:
+            resp = await self.client.session.request(
+                method,
+                self.client.base_url + target,
+                params=params,
+                headers=headers or {},
+                data=data,
+                allow_redirects=False,
+                timeout=STREAM_TIMEOUT,
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise EngineConnectionError(self.connection_lost(exc)) from exc
+        self._answered()
+        return resp
+
+    async def stream(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        """`forward` to a path of the API version this engine speaks."""
+        return await self.forward(method, self.client.api_prefix + path, **kwargs)
+
+    async def forward_raw(self, head: bytes, body: bytes, *, head_only: bool) -> RawResponse:
+        """A small request sent byte for byte over a pooled raw connection."""
+        try:
+            resp = await self.raw.send(head, body, head_only=head_only)
+        except EngineConnectionError as exc:
+            self.record_failure(str(exc))
+            raise
+        self._answered()
+        return resp
+
+    async def hijack(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A fresh connection of its own, for a call that takes over the socket."""
+        try:
+            return await self.client.open_raw()
+        except EngineConnectionError as exc:
+            self.record_failure(str(exc))
+            raise
+
+    def connection_lost(self, exc: BaseException) -> str:
+        """Count a broken connection against the engine; the text the client is shown."""
+        text = connection_error_text(self.address, exc)
+        self.record_failure(text)
+        return text
+
+    def _answered(self) -> None:
         if self.state is not EngineState.PENDING:
             self.record_success()
-        return result
 
     # -- specs ------------------------------------------------------------------
     async def update_specs(self) -> None:
@@ -424,189 +397,8 @@ class Engine:
         self.specs = specs
         self.specs_at = self.clock()
 
-    # -- cache ------------------------------------------------------------------
-    async def refresh_all(self) -> None:
-        await self.refresh_containers()
-        await asyncio.gather(self.refresh_images(), self.refresh_networks(), self.refresh_volumes())
-
-    async def refresh_containers(self) -> None:
-        """List, then inspect only what is new or changed state since the last look."""
-        listing = await self.call("GET", "/containers/json", params={"all": "1"}, timeout=30.0)
-        seen: set[str] = set()
-        stale: list[str] = []
-        for item in listing or []:
-            cid = item["Id"]
-            seen.add(cid)
-            cached = self.containers.get(cid)
-            if (
-                cached is None
-                or cached.status != item.get("State")
-                or cached.status == "restarting"
-                or cached.name not in (item.get("Names") or [cached.name])
-            ):
-                stale.append(cid)
-        for cid in [c for c in self.containers if c not in seen]:
-            self._set_container(cid, None)
-        semaphore = asyncio.Semaphore(INSPECT_CONCURRENCY)
-
-        async def inspect(cid: str) -> None:
-            async with semaphore:
-                await self.refresh_container(cid)
-
-        await asyncio.gather(*(inspect(cid) for cid in stale))
-
-    async def refresh_container(self, cid: str) -> Container | None:
-        """Full inspect of one container; gone on the engine means gone from the cache."""
-        try:
-            data = await self.call("GET", f"/containers/{cid}/json")
-        except EngineError as exc:
-            if exc.status == 404:
-                self._set_container(cid, None)
-                return None
-            raise
-        self._adjust_times(data)
-        container = Container(data, engine_cpus=self.specs.cpus or 1)
-        self._set_container(container.id, container)
-        return container
-
-    def _adjust_times(self, data: dict[str, Any]) -> None:
-        """Shift engine timestamps by the measured clock skew (spec 5.3)."""
-        skew = self.specs.clock_skew
-        if not skew:
-            return
-        from datetime import UTC, datetime
-
-        def shift(value: str | None) -> str | None:
-            stamp = parse_docker_time(value)
-            if not stamp:
-                return value
-            return datetime.fromtimestamp(stamp + skew, UTC).isoformat().replace("+00:00", "Z")
-
-        data["Created"] = shift(data.get("Created"))
-        state = data.get("State") or {}
-        for key in ("StartedAt", "FinishedAt"):
-            if key in state:
-                state[key] = shift(state[key])
-
-    def _set_container(self, cid: str, container: Container | None) -> None:
-        old = self.containers.get(cid)
-        if container is None:
-            if old is None:
-                return
-            del self.containers[cid]
-        else:
-            self.containers[cid] = container
-        self.listener.container_changed(self, old, container)
-
-    def forget_container(self, cid: str) -> None:
-        self._set_container(cid, None)
-
-    def restore_container(self, container: Container) -> None:
-        """Put back a container the watchdog dropped but could not move."""
-        self._set_container(container.id, container)
-
-    async def refresh_images(self) -> None:
-        listing = await self.call("GET", "/images/json", params={"all": "1"}, timeout=30.0)
-        self.images = [Image(item) for item in listing or []]
-        self.image_index = ImageIndex(self.images)
-        self.listener.images_changed(self)
-
-    async def refresh_networks(self) -> None:
-        listing = await self.call("GET", "/networks", timeout=30.0)
-        self.networks = {n["Id"]: Network(n) for n in listing or []}
-
-    async def refresh_network(self, nid: str) -> None:
-        try:
-            data = await self.call("GET", f"/networks/{nid}")
-        except EngineError as exc:
-            if exc.status == 404:
-                self.networks.pop(nid, None)
-                return
-            raise
-        self.networks[data["Id"]] = Network(data)
-
-    async def refresh_volumes(self) -> None:
-        listing = await self.call("GET", "/volumes", timeout=30.0)
-        self.volumes = {v["Name"]: Volume(v) for v in (listing or {}).get("Volumes") or []}
-
-    # -- events -----------------------------------------------------------------
-    async def _monitor_events(self) -> None:
-        """Follow `/events`, resuming from the last event seen after any break."""
-        failures = 0
-        while True:
-            if self.state is EngineState.UNHEALTHY and not await self.recover():
-                # No stream while unhealthy: replayed events would cache stale copies.
-                failures += 1
-                await asyncio.sleep(min(failures, 10))
-                continue
-            params = {"since": since_param(self._last_event_nano)}
-            try:
-                async for event in self.client.stream_lines("/events", params=params):
-                    if failures:
-                        failures = 0
-                    self.record_success()
-                    await self._handle_event(event)
-                # A clean end of stream: the daemon is going away.
-                raise EngineConnectionError(f"event stream of {self.addr} ended")
-            except EngineConnectionError as exc:
-                failures += 1
-                self.record_failure(str(exc))
-            except EngineError as exc:
-                failures += 1
-                log.warning("event stream of %s failed: %s", self.name, exc)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug must not end the monitor for good
-                failures += 1
-                log.exception("event monitor of %s crashed; restarting", self.name)
-            await asyncio.sleep(min(failures, 10) if failures > 1 else 0.5)
-            if self.state is EngineState.PENDING:
-                # A changed daemon ID: keep probing so the error stays current.
-                with contextlib.suppress(EngineConnectionError, EngineError, ValueError):
-                    await self.update_specs()
-
-    async def _handle_event(self, event: dict[str, Any]) -> None:
-        if not (event.get("Action") or event.get("status")):
-            return  # not an event: e.g. the fragment of one cut off by a dying engine
-        if not self._seen_events.first_time(event):
-            return  # replayed by a `since` resume: already handled and published
-        nano = int(event.get("timeNano") or 0)
-        if nano > self._last_event_nano:
-            self._last_event_nano = nano
-        kind = event.get("Type") or "container"
-        action = str(event.get("Action") or event.get("status") or "")
-        actor = event.get("Actor") or {}
-        oid = str(actor.get("ID") or event.get("id") or "")
-        try:
-            if kind == "container" and oid:
-                base = action.split(":", 1)[0]
-                if base == "destroy":
-                    self.forget_container(oid)
-                elif base in REFRESH_EVENTS:
-                    await self.refresh_container(oid)
-                elif base not in QUIET_EVENTS:
-                    await self.refresh_container(oid)
-                if base == "commit":
-                    await self.refresh_images()
-            elif kind == "image":
-                await self.refresh_images()
-            elif kind == "network" and oid:
-                await self.refresh_network(oid)
-                if action in ("connect", "disconnect"):
-                    cid = (actor.get("Attributes") or {}).get("container")
-                    if cid:
-                        await self.refresh_container(cid)
-            elif kind == "volume":
-                await self.refresh_volumes()
-            elif kind == "daemon" and action == "reload":
-                await self.update_specs()
-        except EngineError as exc:
-            log.debug("refresh after event %s/%s failed: %s", kind, action, exc)
-        self.listener.engine_event(self, event)
-
-
 def engine_labels(info: dict[str, Any]) -> dict[str, str]:
-    """Built-in labels for constraints, then the daemon's own (spec 5.2)."""
+    """Built-in labels for constraints, then the daemon's own (cluster/engine.go, `updateSpecs`)."""
     labels: dict[str, str] = {}
     for key, field_name in (
         ("storagedriver", "Driver"),
@@ -628,3 +420,6 @@ def engine_labels(info: dict[str, Any]) -> dict[str, str]:
             continue
         labels[key] = value
     return labels
+
+
+__all__ = ["Engine", "EngineListener", "EngineSettings", "EngineState", "engine_labels"]

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import httptools
 
-from shoal.cluster.client import EngineClient, EngineConnectionError
+from shoal.cluster.client import EngineClient
+from shoal.cluster.errors import EngineConnectionError
 
 POOL_SIZE = 16
 PIECE = 256 * 1024

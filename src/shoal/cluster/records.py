@@ -151,7 +151,8 @@ class Container:
 
     @property
     def reserved_cpus(self) -> int:
-        """Classic Swarm's CPU reservation: CpuShares read back as a CPU count (spec 5.4)."""
+        """Classic Swarm's CPU reservation: CpuShares read back as a CPU count
+        (cluster/engine.go, `UsedCpus`)."""
         hc = self.host_config
         shares = int(hc.get("CpuShares") or 0)
         nano = int(hc.get("NanoCpus") or 0)

@@ -2,7 +2,8 @@
 
 Local-scope networks and `local`-driver volumes exist on one engine and are shown as
 `node/name`; global ones keep their plain name. A container that uses a local network
-or volume is pinned near it with a soft `node==~<engine>` constraint (spec 3.5).
+or volume is pinned near it with a soft `node==~<engine>` constraint, so a create does
+not fail for want of them on another node.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def listed_networks(engines: Iterable[Engine]) -> list[tuple[Engine, Network, st
 
 
 def resolve_network(engines: Iterable[Engine], ref: str) -> tuple[Engine, Network] | None:
-    """Classic Swarm's resolution (spec 3.3): ID, unique name or `node/name`, `/name`, prefix."""
+    """Resolved as classic Swarm resolves containers: ID, unique name or `node/name`,
+    `/name`, then an ID prefix."""
     if not ref:
         return None
     entries = listed_networks(engines)

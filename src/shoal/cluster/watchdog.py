@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shoal.cluster.client import EngineConnectionError, EngineError
-from shoal.cluster.cluster import Cluster, Conflict, NotFound, Placed
+from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine, EngineState
+from shoal.cluster.errors import ClusterError, EngineFailure
+from shoal.cluster.index import Placed
 from shoal.cluster.records import Container
 from shoal.scheduler.errors import SchedulerError
 from shoal.scheduler.labels import (
@@ -27,7 +28,7 @@ from shoal.scheduler.labels import (
     rules_from_config,
 )
 
-log = logging.getLogger("shoal.watchdog")
+log = logging.getLogger(__name__)
 
 #: Waits between attempts for containers that found no node; bounded (about 9 minutes).
 RETRY_DELAYS = (2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 120.0, 300.0)
@@ -112,9 +113,9 @@ class Watchdog:
         if self._running:
             return
         self._running = True
-        self.cluster.state_listeners.append(self._on_state)
+        self.cluster.add_state_listener(self._on_state)
         # A manager that just became primary takes over nodes that failed before.
-        for engine in list(self.cluster.engines.values()):
+        for engine in self.cluster.all_engines():
             if engine.state is EngineState.UNHEALTHY:
                 self._on_state(engine, "engine_disconnect")
 
@@ -122,8 +123,7 @@ class Watchdog:
         """Stop listening and cancel every reschedule in progress."""
         if self._running:
             self._running = False
-            with contextlib.suppress(ValueError):
-                self.cluster.state_listeners.remove(self._on_state)
+            self.cluster.remove_state_listener(self._on_state)
         tasks = [f.task for f in self._failures.values() if f.task is not None]
         self._failures.clear()
         for task in tasks:
@@ -164,7 +164,7 @@ class Watchdog:
         return self._still_down(engine)
 
     def _still_down(self, engine: Engine) -> bool:
-        current = self.cluster.engines.get(engine.address.entry)
+        current = self.cluster.engine_at(engine.address.entry)
         if current is not engine:
             return current is None  # removed from discovery and not added back
         return engine.state is EngineState.UNHEALTHY and not engine.recovering
@@ -209,7 +209,7 @@ class Watchdog:
         """One try at moving one container; True when there is nothing left to do."""
         if not self._still_down(engine):
             return False
-        current = self.cluster.engines.get(engine.address.entry) is engine
+        current = self.cluster.engine_at(engine.address.entry) is engine
         if current and container.id not in engine.containers:
             return True  # removed meanwhile
         name = container.name.lstrip("/")
@@ -219,7 +219,7 @@ class Watchdog:
         sid = container.swarm_id
         if sid and any(
             p.engine is not engine and p.engine.healthy
-            for p in self.cluster.by_swarm_id.get(sid, ())
+            for p in self.cluster.copies(sid)
         ):
             # Moved already (by a former primary): this copy is stale, its name not ours.
             engine.forget_container(container.id)
@@ -228,7 +228,7 @@ class Watchdog:
         engine.forget_container(container.id)
         try:
             placed = await self.cluster.create_container(config, name, None)
-        except (SchedulerError, Conflict, NotFound, EngineError, EngineConnectionError) as exc:
+        except (SchedulerError, ClusterError) as exc:
             log.error("Failed to reschedule container %s: %s", container.id, exc)
             self._restore(engine, container)
             return False
@@ -247,6 +247,17 @@ class Watchdog:
             await self._remove(placed)
             self._restore(engine, container)
             return False
+        await self._finish_move(engine, container, placed, networks)
+        return True
+
+    async def _finish_move(
+        self,
+        engine: Engine,
+        container: Container,
+        placed: Placed,
+        networks: dict[str, dict[str, Any]],
+    ) -> None:
+        """Announce the move, reconnect the new container's networks, start it if it ran."""
         log.info(
             "Rescheduled container %s from %s to %s as %s",
             container.id,
@@ -259,7 +270,7 @@ class Watchdog:
             RESCHEDULE_ACTION,
             actor_id=placed.container.id,
             attributes={
-                "name": name,
+                "name": container.name.lstrip("/"),
                 "old_id": container.id,
                 "old_node": engine.name,
                 "old_node.id": engine.id,
@@ -273,12 +284,11 @@ class Watchdog:
                 placed.container.id,
             )
             await self._start(placed)
-        return True
 
     def _restore(self, engine: Engine, container: Container) -> None:
         """A container that could not move is listed again on its node (as `Host Down`)."""
         if (
-            self.cluster.engines.get(engine.address.entry) is engine
+            self.cluster.engine_at(engine.address.entry) is engine
             and engine.state is EngineState.UNHEALTHY
             and container.id not in engine.containers
         ):
@@ -293,7 +303,7 @@ class Watchdog:
                     f"/networks/{net}/connect",
                     body={"Container": cid, "EndpointConfig": endpoint},
                 )
-            except (EngineError, EngineConnectionError) as exc:
+            except EngineFailure as exc:
                 log.error("Failed to connect rescheduled container %s to %s: %s", cid, net, exc)
 
     async def _start(self, placed: Placed) -> None:
@@ -301,7 +311,7 @@ class Watchdog:
         try:
             await placed.engine.call("POST", f"/containers/{cid}/start")
             await placed.engine.refresh_container(cid)
-        except (EngineError, EngineConnectionError) as exc:
+        except EngineFailure as exc:
             log.error("Failed to start rescheduled container %s: %s", cid, exc)
 
     async def _remove(self, placed: Placed) -> None:
@@ -310,7 +320,7 @@ class Watchdog:
             await placed.engine.call(
                 "DELETE", f"/containers/{cid}", params={"force": "1", "v": "1"}
             )
-        except (EngineError, EngineConnectionError) as exc:
+        except EngineFailure as exc:
             log.error("Failed to remove duplicate container %s: %s", cid, exc)
             return
         placed.engine.forget_container(cid)

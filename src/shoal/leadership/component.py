@@ -8,13 +8,13 @@ from typing import Protocol
 from shoal.api.dispatcher import Dispatcher
 from shoal.api.http import Handler
 
-__all__ = ["Leadership", "Watchdog"]
+__all__ = ["Leadership", "PrimaryDuty"]
 
-log = logging.getLogger("shoal.leadership")
+log = logging.getLogger(__name__)
 
 
-class Watchdog(Protocol):
-    """The rescheduler: runs on the primary only."""
+class PrimaryDuty(Protocol):
+    """What runs on the primary only (the watchdog, which reschedules containers)."""
 
     def start(self) -> None: ...
 
@@ -34,7 +34,7 @@ class Leadership:
         dispatcher: Dispatcher,
         primary: Handler,
         replica: Handler,
-        watchdog: Watchdog | None = None,
+        watchdog: PrimaryDuty | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.primary = primary

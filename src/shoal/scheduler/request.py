@@ -52,7 +52,7 @@ def iter_bindings(bindings: Any) -> list[tuple[str, str, str, str]]:
 
 
 @dataclass(frozen=True)
-class Request:
+class PlacementRequest:
     """The scheduling-relevant parts of a Docker create body."""
 
     config: Mapping[str, Any]
@@ -68,7 +68,7 @@ class Request:
     whitelist_rules: tuple[str, ...]
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Request:
+    def from_config(cls, config: Mapping[str, Any]) -> PlacementRequest:
         hc: Mapping[str, Any] = config.get("HostConfig") or {}
         cpus, memory = requested_resources(config)
         return cls(
@@ -118,3 +118,7 @@ class Request:
         except ExprError:
             return False
         return any(e.soft for e in exprs)
+
+
+#: The former name, kept while the filter and strategy modules move to `PlacementRequest`.
+Request = PlacementRequest

@@ -1,4 +1,5 @@
-"""The scheduling pipeline: filters in order, then the strategy, in two passes (§6.1)."""
+"""The scheduling pipeline: filters in order, then the strategy, in two passes (soft
+rules first, then without them: scheduler/scheduler.go, `SelectNodesForContainer`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from shoal.scheduler.errors import (
 )
 from shoal.scheduler.filters import DEFAULT_FILTERS, Filter, make_filters
 from shoal.scheduler.node import Node
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 from shoal.scheduler.strategies import DEFAULT_STRATEGY, make_strategy
 
 
@@ -46,7 +47,7 @@ class Scheduler:
         Pass 1 enforces soft (`~`) rules; on any failure pass 2 ignores them and its
         outcome is final.
         """
-        req = Request.from_config(config)
+        req = PlacementRequest.from_config(config)
         try:
             return self._select(req, nodes, soft=True)
         except SchedulerError:
@@ -54,7 +55,7 @@ class Scheduler:
                 raise
         return self._select(req, nodes, soft=False)
 
-    def _select(self, req: Request, nodes: Sequence[Node], soft: bool) -> list[Node]:
+    def _select(self, req: PlacementRequest, nodes: Sequence[Node], soft: bool) -> list[Node]:
         candidates = list(nodes)
         for i, f in enumerate(self._filters):
             try:
@@ -69,7 +70,7 @@ class Scheduler:
             raise SchedulerError(NO_NODES)
         return self._strategy.rank(req, candidates)
 
-    def _conditions(self, req: Request, failed: int) -> str:
+    def _conditions(self, req: PlacementRequest, failed: int) -> str:
         """One `\\n[...]` line per filter up to the failed one, in Go's %v slice form."""
         out: list[str] = []
         for f in self._filters[: failed + 1]:

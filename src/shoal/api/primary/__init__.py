@@ -2,36 +2,35 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+
 from shoal.api.http import Hijack, Request, Response, StreamResponse, error_response
-from shoal.api.primary import build, containers, execs, images, networks, system, volumes
 from shoal.api.primary.context import ApiContext
+from shoal.api.primary.errors import ANSWERED, answer_for
+from shoal.api.primary.routes import ROUTES
 from shoal.api.router import Router
 
-#: Docker endpoints shoal does not serve yet: a clear 501, never a hang.
-NOT_IMPLEMENTED = [
-    ("GET", "/images/viz"),
-    ("GET", "/distribution/{name:.*}/json"),
-]
+log = logging.getLogger(__name__)
 
 
 class PrimaryHandler:
-    """Routes a request and stamps every answer with the engine-style version headers."""
+    """Routes a request, answers its failure through the error map, and stamps every answer
+    with the engine-style version headers."""
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
         self.router = Router()
-        for module in (system, containers, execs, images, build, networks, volumes):
-            module.register(self.router, ctx)
-        for method, pattern in NOT_IMPLEMENTED:
-            self.router.add(method, pattern, self._not_implemented)
-
-    async def _not_implemented(self, request: Request, params: dict[str, str]) -> Response:
-        return error_response(
-            501, f"{request.method} {request.path} is not supported by shoal yet"
-        )
+        for method, pattern, handler in ROUTES:
+            self.router.add(method, pattern, functools.partial(handler, ctx))
 
     async def __call__(self, request: Request) -> Response | StreamResponse | Hijack:
-        response = await self.router(request)
+        try:
+            response = await self.router(request)
+        except ANSWERED as exc:
+            status, message = answer_for(exc)
+            log.debug("%s %s: %s (status %d)", request.method, request.path, message, status)
+            response = error_response(status, message)
         if not isinstance(response, Hijack) and not any(
             k == "Api-Version" for k, _ in response.headers
         ):

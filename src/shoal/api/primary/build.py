@@ -13,16 +13,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from shoal.api.http import HTTPError, Request, Response, StreamResponse, json_response
-from shoal.api.primary.context import ApiContext
-from shoal.api.primary.images import gather_calls, merge_prune
+from shoal.api.primary.context import ApiContext, Params
+from shoal.api.primary.fanout import Policy, fan_out, healthy_engines, merge_prune
+from shoal.api.primary.filters import query_args
 from shoal.api.primary.proxy import forward
-from shoal.api.router import Router
-from shoal.cluster.client import (
-    error_message,
-)
+from shoal.cluster.client import error_message
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
-from shoal.scheduler.errors import SchedulerError
 from shoal.scheduler.labels import build_scheduling_config
 
 BUILDKIT_UNSUPPORTED = (
@@ -87,7 +84,7 @@ def int_query(request: Request, name: str) -> int:
 
 
 def choose_engine(cluster: Cluster, request: Request) -> tuple[Engine, dict[str, str | None]]:
-    """The node for a build, from swarm expressions in its build args and labels (§3.9),
+    """The node for a build, from swarm expressions in its build args and labels,
     and the build args left once those expressions are taken out."""
     buildargs = json_query(request, "buildargs")
     labels = json_query(request, "labels")
@@ -97,11 +94,7 @@ def choose_engine(cluster: Cluster, request: Request) -> tuple[Engine, dict[str,
         cpus=int_query(request, "cpushares"),
         memory=int_query(request, "memory"),
     )
-    try:
-        ranked = cluster.scheduler.select(config, cluster.node_views())
-    except SchedulerError as exc:
-        raise HTTPError(500, str(exc)) from None
-    return cluster.engine_for_node(ranked[0]), remaining
+    return cluster.place(config)[0], remaining
 
 
 def engine_target(request: Request, remaining: dict[str, str | None], had_args: bool) -> str:
@@ -138,50 +131,47 @@ async def checked_context(request: Request) -> AsyncIterator[bytes]:
     return body()
 
 
-def register(router: Router, ctx: ApiContext) -> None:
-    cluster = ctx.cluster
-
-    async def build(request: Request, params: dict[str, str]) -> Response | StreamResponse:
-        version = request.arg("version") or "1"
-        if version == "2":
-            raise HTTPError(501, BUILDKIT_UNSUPPORTED)
-        if version != "1":
-            raise HTTPError(400, f"invalid version {version}")
-        engine, remaining = choose_engine(cluster, request)
-        target = engine_target(request, remaining, request.arg("buildargs") is not None)
-        data: AsyncIterator[bytes] | None = None
-        if not request.arg("remote"):
-            data = await checked_context(request)
-        elif not request.body_complete:
-            data = request.stream()
-        response = await forward(engine, request, target, body=data, after=engine.refresh_images)
-        if (
-            isinstance(response, Response)
-            and response.status == 500
-            and any(m in error_message(response.body, 500) for m in BAD_CONTEXT_ERRORS)
-        ):
-            response.status = 400  # a compressed body whose content is not a tar
-        return response
-
-    async def prune(request: Request, params: dict[str, str]) -> Response:
-        """`docker builder prune` on every healthy node: caches joined, space summed."""
-        query = {k: v[0] for k, v in request.query.items() if v}
-        results = await gather_calls(
-            cluster.healthy_engines(),
-            lambda e: e.call("POST", "/build/prune", params=query, timeout=None),
-        )
-        return json_response(merge_prune(results, "CachesDeleted"))
-
-    async def cancel(request: Request, params: dict[str, str]) -> Response:
-        if not request.arg("id"):
-            raise HTTPError(400, "build ID not provided")
+async def build_image(
+    ctx: ApiContext, request: Request, params: Params
+) -> Response | StreamResponse:
+    version = request.arg("version") or "1"
+    if version == "2":
         raise HTTPError(501, BUILDKIT_UNSUPPORTED)
+    if version != "1":
+        raise HTTPError(400, f"invalid version {version}")
+    engine, remaining = choose_engine(ctx.cluster, request)
+    target = engine_target(request, remaining, request.arg("buildargs") is not None)
+    data: AsyncIterator[bytes] | None = None
+    if not request.arg("remote"):
+        data = await checked_context(request)
+    elif not request.body_complete:
+        data = request.stream()
+    response = await forward(engine, request, target, body=data, after=engine.refresh_images)
+    if (
+        isinstance(response, Response)
+        and response.status == 500
+        and any(m in error_message(response.body, 500) for m in BAD_CONTEXT_ERRORS)
+    ):
+        response.status = 400  # a compressed body whose content is not a tar
+    return response
 
-    async def buildkit(request: Request, params: dict[str, str]) -> Response:
-        raise HTTPError(501, BUILDKIT_UNSUPPORTED)
 
-    router.add("POST", "/build", build)
-    router.add("POST", "/build/prune", prune)
-    router.add("POST", "/build/cancel", cancel)
-    router.add("POST", "/session", buildkit)
-    router.add("POST", "/grpc", buildkit)
+async def prune_build_cache(ctx: ApiContext, request: Request, params: Params) -> Response:
+    """`docker builder prune` on every healthy node: caches joined, space summed."""
+    query = query_args(request)
+    results = await fan_out(
+        healthy_engines(ctx.cluster),
+        lambda e: e.call("POST", "/build/prune", params=query, timeout=None),
+        Policy.ALL,
+    )
+    return json_response(merge_prune(results, "CachesDeleted"))
+
+
+async def cancel_build(ctx: ApiContext, request: Request, params: Params) -> Response:
+    if not request.arg("id"):
+        raise HTTPError(400, "build ID not provided")
+    raise HTTPError(501, BUILDKIT_UNSUPPORTED)
+
+
+async def buildkit(ctx: ApiContext, request: Request, params: Params) -> Response:
+    raise HTTPError(501, BUILDKIT_UNSUPPORTED)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from shoal.api.http import Hijack, Request, Response, StreamResponse
 from shoal.cluster.client import MAX_API_VERSION, version_tuple
 from shoal.cluster.cluster import Cluster
 
 DEFAULT_API_VERSION = "1.41"
 DEFAULT_MIN_API_VERSION = "1.12"
+
+#: Path variables of the matched route (`{name}` in `/containers/{name:.*}/json`).
+Params = dict[str, str]
+Answer = Response | StreamResponse | Hijack
 
 
 @dataclass
@@ -47,3 +52,7 @@ class ApiContext:
                 max(oldest, key=version_tuple) if oldest else DEFAULT_MIN_API_VERSION,
             )
         return self._versions
+
+
+#: A primary route: the context is passed in, so every handler is a plain function.
+Handler = Callable[[ApiContext, Request, Params], Awaitable[Answer]]

@@ -9,44 +9,27 @@ read through shoal sees it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from shoal.api.http import HTTPError, Request, Response, json_response
-from shoal.api.primary.context import ApiContext
-from shoal.api.primary.system import parse_filters
-from shoal.api.router import Router
-from shoal.cluster.client import EngineConnectionError, EngineError
-from shoal.cluster.cluster import Cluster, NotFound, Placed
+from shoal.api.primary.context import ApiContext, Params
+from shoal.api.primary.fanout import prune_each
+from shoal.api.primary.filters import match_labels, parse_filters
+from shoal.api.primary.proxy import quietly
+from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
+from shoal.cluster.errors import EngineError
+from shoal.cluster.index import Placed
 from shoal.cluster.records import Network
-from shoal.cluster.resources import listed_networks as _listed
-from shoal.cluster.resources import placement_config, resolve_network
-from shoal.scheduler.errors import SchedulerError
+from shoal.cluster.resources import listed_networks, placement_config, resolve_network
 
 BUILTIN = frozenset({"bridge", "host", "none"})
-
-
-def not_found(ref: str) -> HTTPError:
-    """The engine's own 404 text, so clients print what they print against dockerd."""
-    return HTTPError(404, f"network {ref} not found")
-
-
-def engine_error(exc: EngineError | EngineConnectionError) -> HTTPError:
-    if isinstance(exc, EngineError):
-        return HTTPError(exc.status, exc.message)
-    return HTTPError(500, str(exc))
-
-
-def listed_networks(cluster: Cluster) -> list[tuple[Engine, Network, str]]:
-    """Every network once: local ones per node as `node/name`, global ones by name."""
-    return _listed(cluster.active_engines())
 
 
 def find_network(cluster: Cluster, ref: str) -> tuple[Engine, Network]:
     found = resolve_network(cluster.active_engines(), ref)
     if found is None:
-        raise not_found(ref)
+        raise HTTPError(404, f"network {ref} not found")  # the engine's own text
     return found
 
 
@@ -56,7 +39,7 @@ def network_engines(cluster: Cluster, engine: Engine, network: Network) -> list[
 
 
 def network_containers(engines: list[Engine], network: Network) -> dict[str, Any]:
-    """The `Containers` map of an inspect, from the container cache (spec 3.10)."""
+    """The `Containers` map of an inspect, built from the container cache."""
     out: dict[str, Any] = {}
     for engine in engines:
         for container in engine.containers.values():
@@ -78,190 +61,138 @@ def network_containers(engines: list[Engine], network: Network) -> dict[str, Any
     return out
 
 
-def match_labels(labels: dict[str, str], wanted: list[str]) -> bool:
-    """Docker's `label` filter: every `key` or `key=value` given must hold."""
-    for item in wanted:
-        key, sep, value = item.partition("=")
-        if key not in labels or (sep and labels[key] != value):
-            return False
-    return True
+def validate_network_filters(filters: dict[str, list[str]]) -> None:
+    for value in filters.get("type", []):
+        if value not in ("custom", "builtin"):
+            raise HTTPError(400, f"Invalid filter: 'type'='{value}'")
+    for value in filters.get("dangling", []):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise HTTPError(400, f"Invalid filter: 'dangling'='{value}'")
 
 
-async def refresh_quietly(engine: Engine, nid: str | None = None) -> None:
-    with contextlib.suppress(EngineError, EngineConnectionError):
-        if nid is None:
-            await engine.refresh_networks()
-        else:
-            await engine.refresh_network(nid)
+def network_matches(
+    cluster: Cluster, engine: Engine, network: Network, shown: str,
+    filters: dict[str, list[str]],
+) -> bool:  # fmt: skip
+    """`docker network ls --filter`, plus shoal's `node`."""
+    data = network.inspect
+    checks = {
+        "driver": lambda v: data.get("Driver") in v,
+        "scope": lambda v: network.scope in v,
+        "node": lambda v: bool({engine.name, engine.id} & set(v)),
+        "name": lambda v: any(x in shown or x == network.name for x in v),
+        "id": lambda v: any(network.id.startswith(x) for x in v),
+        "type": lambda v: any((x == "builtin") == (network.name in BUILTIN) for x in v),
+        "label": lambda v: match_labels(data.get("Labels") or {}, v),
+        "dangling": lambda v: (v[0].lower() in ("true", "1"))
+        == _dangling(cluster, engine, network),
+    }
+    return all(checks[k](v) for k, v in filters.items() if k in checks)
 
 
-def register(router: Router, ctx: ApiContext) -> None:
+def _dangling(cluster: Cluster, engine: Engine, network: Network) -> bool:
+    attached = network_containers(network_engines(cluster, engine, network), network)
+    return network.name not in BUILTIN and not attached
+
+
+async def list_networks(ctx: ApiContext, request: Request, params: Params) -> Response:
+    filters = parse_filters(request.arg("filters"))
+    validate_network_filters(filters)
+    return json_response(
+        [
+            {**network.inspect, "Name": shown, "Containers": {}}
+            for engine, network, shown in listed_networks(ctx.cluster.active_engines())
+            if network_matches(ctx.cluster, engine, network, shown, filters)
+        ]
+    )
+
+
+async def inspect_network(ctx: ApiContext, request: Request, params: Params) -> Response:
+    engine, network = find_network(ctx.cluster, params["id"])
+    data = dict(network.inspect)
+    data["Containers"] = network_containers(
+        network_engines(ctx.cluster, engine, network), network
+    )
+    return json_response(data)
+
+
+async def create_network(ctx: ApiContext, request: Request, params: Params) -> Response:
     cluster = ctx.cluster
+    body = await request.json()
+    if not isinstance(body, dict):
+        raise HTTPError(400, "invalid JSON: a network config object is required")
+    name = body.get("Name")
+    if not isinstance(name, str) or not name:
+        raise HTTPError(400, "network name must be provided")
+    engines = cluster.active_engines()
+    node: str | None = None
+    if "/" in name:
+        node, _, name = name.partition("/")
+    body["Name"] = name
+    for engine, network, _ in listed_networks(engines):
+        if network.name == name and (node is None or node in (engine.name, engine.id)):
+            raise HTTPError(409, f"network with name {name} already exists")
+    labels = body.get("Labels") if isinstance(body.get("Labels"), dict) else None
+    engine = cluster.place(placement_config(engines, node, labels))[0]
+    created = await engine.call("POST", "/networks/create", body=body)
+    nid = str(created.get("Id", ""))
+    await quietly(lambda: engine.refresh_network(nid))
+    made = engine.networks.get(nid)
+    if made is not None and made.scope != "local":
+        others = [e for e in cluster.active_engines() if e is not engine]
+        await asyncio.gather(*(quietly(e.refresh_networks) for e in others))
+    return json_response(created, 201)
 
-    async def list_networks(request: Request, params: dict[str, str]) -> Response:
-        filters = parse_filters(request.arg("filters"))
-        for value in filters.get("type", []):
-            if value not in ("custom", "builtin"):
-                raise HTTPError(400, f"Invalid filter: 'type'='{value}'")
-        for value in filters.get("dangling", []):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise HTTPError(400, f"Invalid filter: 'dangling'='{value}'")
-        out: list[dict[str, Any]] = []
-        for engine, network, shown in listed_networks(cluster):
-            data = network.inspect
-            if "driver" in filters and data.get("Driver") not in filters["driver"]:
-                continue
-            if "scope" in filters and network.scope not in filters["scope"]:
-                continue
-            if "node" in filters and not (
-                {engine.name, engine.id} & set(filters["node"])
-            ):
-                continue
-            if "name" in filters and not any(
-                v in shown or v == network.name for v in filters["name"]
-            ):
-                continue
-            if "id" in filters and not any(network.id.startswith(v) for v in filters["id"]):
-                continue
-            if "type" in filters:
-                builtin = network.name in BUILTIN
-                if not any((v == "builtin") == builtin for v in filters["type"]):
-                    continue
-            if "label" in filters and not match_labels(
-                data.get("Labels") or {}, filters["label"]
-            ):
-                continue
-            if "dangling" in filters:
-                want = filters["dangling"][0].lower() in ("true", "1")
-                attached = network_containers(
-                    network_engines(cluster, engine, network), network
-                )
-                dangling = network.name not in BUILTIN and not attached
-                if dangling != want:
-                    continue
-            out.append({**data, "Name": shown, "Containers": {}})
-        return json_response(out)
 
-    async def inspect(request: Request, params: dict[str, str]) -> Response:
-        engine, network = find_network(cluster, params["id"])
-        data = dict(network.inspect)
-        data["Containers"] = network_containers(
-            network_engines(cluster, engine, network), network
+async def resolve_endpoint(
+    cluster: Cluster, request: Request, ref: str
+) -> tuple[Network, Placed, dict[str, Any]]:
+    """The network, the container and the engine's body of a connect or disconnect."""
+    net_engine, network = find_network(cluster, ref)
+    body = await request.json()
+    if not isinstance(body, dict) or not body.get("Container"):
+        raise HTTPError(404, "Container is not specified")
+    cref = str(body["Container"])
+    placed = cluster.find_container(cref)
+    if network.scope == "local" and net_engine is not placed.engine:
+        raise HTTPError(
+            404,
+            f"network {ref} not found on node {placed.engine.name}, "
+            f"where container {cref} runs (it is local to {net_engine.name})",
         )
-        return json_response(data)
+    return network, placed, {**body, "Container": placed.container.id}
 
-    async def create(request: Request, params: dict[str, str]) -> Response:
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise HTTPError(400, "invalid JSON: a network config object is required")
-        name = body.get("Name")
-        if not isinstance(name, str) or not name:
-            raise HTTPError(400, "network name must be provided")
-        engines = cluster.active_engines()
-        node: str | None = None
-        if "/" in name:
-            node, _, name = name.partition("/")
-        body["Name"] = name
-        for engine, network, _ in listed_networks(cluster):
-            if network.name == name and (node is None or node in (engine.name, engine.id)):
-                raise HTTPError(409, f"network with name {name} already exists")
-        labels = body.get("Labels") if isinstance(body.get("Labels"), dict) else None
-        config = placement_config(engines, node, labels)
-        try:
-            ranked = cluster.scheduler.select(config, cluster.node_views())
-        except SchedulerError as exc:
-            raise HTTPError(500, str(exc)) from None
-        engine = cluster.engine_for_node(ranked[0])
-        try:
-            created = await engine.call("POST", "/networks/create", body=body)
-        except (EngineError, EngineConnectionError) as exc:
-            raise engine_error(exc) from None
-        nid = str(created.get("Id", ""))
-        await refresh_quietly(engine, nid)
-        made = engine.networks.get(nid)
-        if made is not None and made.scope != "local":
-            others = [e for e in cluster.active_engines() if e is not engine]
-            await asyncio.gather(*(refresh_quietly(e) for e in others))
-        return json_response(created, 201)
 
-    async def resolve_endpoint(
-        request: Request, params: dict[str, str]
-    ) -> tuple[Engine, Network, Placed, dict[str, Any]]:
-        ref = params["id"]
-        net_engine, network = find_network(cluster, ref)
-        body = await request.json()
-        if not isinstance(body, dict) or not body.get("Container"):
-            raise HTTPError(404, "Container is not specified")
-        cref = str(body["Container"])
-        try:
-            placed = cluster.find_container(cref)
-        except NotFound:
-            raise HTTPError(404, f"No such container: {cref}") from None
-        if network.scope == "local" and net_engine is not placed.engine:
-            raise HTTPError(
-                404,
-                f"network {ref} not found on node {placed.engine.name}, "
-                f"where container {cref} runs (it is local to {net_engine.name})",
-            )
-        return net_engine, network, placed, {**body, "Container": placed.container.id}
+async def connect_network(ctx: ApiContext, request: Request, params: Params) -> Response:
+    return await change_endpoint(ctx, request, params["id"], "connect")
 
-    async def endpoint_change(request: Request, params: dict[str, str], action: str) -> Response:
-        _, network, placed, body = await resolve_endpoint(request, params)
-        engine = placed.engine
-        try:
-            await engine.call("POST", f"/networks/{network.id}/{action}", body=body)
-        except (EngineError, EngineConnectionError) as exc:
-            raise engine_error(exc) from None
-        await refresh_quietly(engine, network.id)
-        with contextlib.suppress(EngineError, EngineConnectionError):
-            await engine.refresh_container(placed.container.id)
-        return Response(200, b"", [], None)
 
-    async def connect(request: Request, params: dict[str, str]) -> Response:
-        return await endpoint_change(request, params, "connect")
+async def disconnect_network(ctx: ApiContext, request: Request, params: Params) -> Response:
+    return await change_endpoint(ctx, request, params["id"], "disconnect")
 
-    async def disconnect(request: Request, params: dict[str, str]) -> Response:
-        return await endpoint_change(request, params, "disconnect")
 
-    async def remove(request: Request, params: dict[str, str]) -> Response:
-        engine, network = find_network(cluster, params["id"])
-        try:
-            await engine.call("DELETE", f"/networks/{network.id}")
-        except EngineError as exc:
-            if exc.status != 404:
-                raise engine_error(exc) from None
-        except EngineConnectionError as exc:
-            raise engine_error(exc) from None
-        for other in network_engines(cluster, engine, network):
-            other.networks.pop(network.id, None)
-        return Response(204, b"", [], None)
+async def change_endpoint(ctx: ApiContext, request: Request, ref: str, action: str) -> Response:
+    """`connect` or `disconnect` on the container's engine, then both caches refreshed."""
+    network, placed, body = await resolve_endpoint(ctx.cluster, request, ref)
+    engine = placed.engine
+    await engine.call("POST", f"/networks/{network.id}/{action}", body=body)
+    await quietly(lambda: engine.refresh_network(network.id))
+    await quietly(lambda: engine.refresh_container(placed.container.id))
+    return Response(200, b"", [], None)
 
-    async def prune(request: Request, params: dict[str, str]) -> Response:
-        parse_filters(request.arg("filters"))
-        query = {"filters": request.arg("filters") or "{}"}
-        engines = cluster.healthy_engines()
 
-        async def prune_one(engine: Engine) -> list[str]:
-            result = await engine.call("POST", "/networks/prune", params=query)
-            await refresh_quietly(engine)
-            return [f"{engine.name}/{n}" for n in (result or {}).get("NetworksDeleted") or []]
+async def remove_network(ctx: ApiContext, request: Request, params: Params) -> Response:
+    engine, network = find_network(ctx.cluster, params["id"])
+    try:
+        await engine.call("DELETE", f"/networks/{network.id}")
+    except EngineError as exc:
+        if exc.status != 404:
+            raise  # a 404 means it is already gone: what the client asked for
+    for other in network_engines(ctx.cluster, engine, network):
+        other.forget_network(network.id)
+    return Response(204, b"", [], None)
 
-        results = await asyncio.gather(*(prune_one(e) for e in engines), return_exceptions=True)
-        deleted: list[str] = []
-        errors: list[str] = []
-        for engine, result in zip(engines, results, strict=True):
-            if isinstance(result, BaseException):
-                errors.append(f"{engine.name}: {result}")
-            else:
-                deleted.extend(result)
-        if errors and not deleted:
-            raise HTTPError(500, "; ".join(errors))
-        return json_response({"NetworksDeleted": deleted or None})
 
-    router.add("GET", "/networks", list_networks)
-    router.add("POST", "/networks/create", create)
-    router.add("POST", "/networks/prune", prune)
-    router.add("POST", "/networks/{id:.*}/connect", connect)
-    router.add("POST", "/networks/{id:.*}/disconnect", disconnect)
-    router.add("GET", "/networks/{id:.*}", inspect)
-    router.add("DELETE", "/networks/{id:.*}", remove)
+async def prune_networks(ctx: ApiContext, request: Request, params: Params) -> Response:
+    merged = await prune_each(ctx.cluster, request, "networks", lambda e: e.refresh_networks())
+    return json_response({"NetworksDeleted": merged["NetworksDeleted"]})

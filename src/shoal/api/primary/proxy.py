@@ -22,30 +22,20 @@ from shoal.api.http import (
     StreamResponse,
     splice,
 )
-from shoal.cluster.client import (
-    HOP_BY_HOP,
-    EngineConnectionError,
-    EngineError,
-    connection_error_text,
-)
-from shoal.cluster.cluster import Cluster, NotFound, Placed
+from shoal.cluster.client import HOP_BY_HOP
+from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
+from shoal.cluster.errors import EngineConnectionError, EngineFailure
+from shoal.cluster.index import Placed
 from shoal.cluster.passthrough import RawResponse
 
 #: Response headers an engine sets that describe the engine, not the object.
 ENGINE_ONLY_HEADERS = frozenset({"api-version", "docker-experimental", "ostype", "server", "date"})
 
 
-def find(cluster: Cluster, ref: str) -> Placed:
-    try:
-        return cluster.find_container(ref)
-    except NotFound:
-        raise HTTPError(404, f"No such container: {ref}") from None
-
-
 def find_healthy(cluster: Cluster, ref: str) -> Placed:
     """A container whose engine can be talked to, as classic Swarm's proxy(c) requires."""
-    placed = find(cluster, ref)
+    placed = cluster.find_container(ref)
     if not placed.engine.healthy:
         raise HTTPError(
             500, f"Container {ref} running on unhealthy node {placed.engine.name}"
@@ -92,21 +82,7 @@ async def forward(
     data: bytes | AsyncIterator[bytes] | None = body
     if body is None and not request.body_complete:
         data = request.stream()
-    client = engine.client
-    try:
-        resp = await client.session.request(
-            request.method,
-            client.base_url + target,
-            headers=headers,
-            data=data,
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=None),
-        )
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        text = connection_error_text(engine.address, exc)
-        engine.record_failure(text)
-        raise HTTPError(500, text) from exc
-    engine.record_success()
+    resp = await engine.forward(request.method, target, headers=headers, data=data)
     out_headers = [
         (k, v)
         for k, v in resp.headers.items()
@@ -119,7 +95,7 @@ async def forward(
         try:
             raw = await resp.read()
         except (aiohttp.ClientError, OSError) as exc:
-            raise HTTPError(500, str(exc)) from exc
+            raise EngineConnectionError(str(exc)) from exc
         finally:
             resp.release()
         if after is not None:
@@ -138,14 +114,9 @@ async def _forward_raw(
     body: bytes,
     after: Callable[[], Awaitable[object]] | None,
 ) -> Response | StreamResponse:
-    try:
-        resp = await engine.raw.send(
-            rewrite_head(request.raw_head, target), body, head_only=request.method == "HEAD"
-        )
-    except EngineConnectionError as exc:
-        engine.record_failure(str(exc))
-        raise HTTPError(500, str(exc)) from exc
-    engine.record_success()
+    resp = await engine.forward_raw(
+        rewrite_head(request.raw_head, target), body, head_only=request.method == "HEAD"
+    )
     content_type = None
     headers: list[tuple[str, str]] = []
     for name, value in resp.headers:
@@ -158,7 +129,7 @@ async def _forward_raw(
         try:
             raw = await resp.read()
         except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
-            raise HTTPError(500, f"engine connection lost: {exc}") from exc
+            raise EngineConnectionError(f"engine connection lost: {exc}") from exc
         if after is not None:
             await quietly(after)
         return Response(resp.status, raw, headers, content_type)
@@ -195,7 +166,7 @@ async def _relay(
 
 async def quietly(call: Callable[[], Awaitable[object]]) -> None:
     """A best-effort cache refresh: the answer to the client does not depend on it."""
-    with contextlib.suppress(EngineError, EngineConnectionError, OSError):
+    with contextlib.suppress(EngineFailure, OSError):
         await call()
 
 
@@ -214,9 +185,8 @@ def hijack(engine: Engine, target: str) -> Hijack:
         request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            engine_reader, engine_writer = await engine.client.open_raw()
+            engine_reader, engine_writer = await engine.hijack()
         except EngineConnectionError as exc:
-            engine.record_failure(str(exc))
             body = f'{{"message":"{exc}"}}\n'.encode()
             writer.write(
                 b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"

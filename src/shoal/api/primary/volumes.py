@@ -13,25 +13,21 @@ import secrets
 from typing import Any
 
 from shoal.api.http import HTTPError, Request, Response, json_response
-from shoal.api.primary.context import ApiContext
-from shoal.api.primary.networks import engine_error, match_labels
+from shoal.api.primary.context import ApiContext, Params
+from shoal.api.primary.fanout import Policy, fan_out, prune_each
+from shoal.api.primary.filters import match_labels, parse_filters
 from shoal.api.primary.proxy import quietly
-from shoal.api.primary.system import parse_filters
-from shoal.api.router import Router
-from shoal.cluster.client import EngineConnectionError, EngineError
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
+from shoal.cluster.errors import EngineError
 from shoal.cluster.records import Volume
 from shoal.cluster.resources import (
-    listed_volumes as _listed,
-)
-from shoal.cluster.resources import (
+    listed_volumes,
     placement_config,
     resolve_volume,
     split_node_ref,
     volumes_matching,
 )
-from shoal.scheduler.errors import SchedulerError
 from shoal.scheduler.labels import WHITELISTS_LABEL
 
 DANGLING_VALUES = {"true": True, "1": True, "false": False, "0": False}
@@ -40,17 +36,6 @@ DANGLING_VALUES = {"true": True, "1": True, "false": False, "0": False}
 def not_found(ref: str) -> HTTPError:
     """The engine's own 404 text."""
     return HTTPError(404, f"get {ref}: no such volume")
-
-
-def listed_volumes(cluster: Cluster) -> list[tuple[Engine, Volume, str]]:
-    return _listed(cluster.active_engines())
-
-
-def find_volume(cluster: Cluster, ref: str) -> tuple[Engine, Volume]:
-    found = resolve_volume(cluster.active_engines(), ref)
-    if found is None:
-        raise not_found(ref)
-    return found
 
 
 def used_volumes(engine: Engine) -> set[str]:
@@ -63,158 +48,126 @@ def used_volumes(engine: Engine) -> set[str]:
     }
 
 
-def register(router: Router, ctx: ApiContext) -> None:
+def dangling_filter(filters: dict[str, list[str]]) -> bool | None:
+    dangling: bool | None = None
+    for value in filters.get("dangling", []):
+        if value.lower() not in DANGLING_VALUES:
+            raise HTTPError(400, f"Invalid filter 'dangling={value}'")
+        dangling = DANGLING_VALUES[value.lower()]
+    return dangling
+
+
+def volume_matches(
+    engine: Engine, volume: Volume, shown: str, filters: dict[str, list[str]]
+) -> bool:
+    """`docker volume ls --filter` other than `dangling`, plus shoal's `node`."""
+    if "name" in filters and not any(v in shown for v in filters["name"]):
+        return False
+    if "node" in filters and volume.driver == "local" and not (
+        {engine.name, engine.id} & set(filters["node"])
+    ):
+        return False
+    if "driver" in filters and volume.driver not in filters["driver"]:
+        return False
+    return "label" not in filters or match_labels(
+        volume.inspect.get("Labels") or {}, filters["label"]
+    )
+
+
+async def list_volumes(ctx: ApiContext, request: Request, params: Params) -> Response:
+    filters = parse_filters(request.arg("filters"))
+    dangling = dangling_filter(filters)
+    used: dict[int, set[str]] = {}
+    out: list[dict[str, Any]] = []
+    for engine, volume, shown in listed_volumes(ctx.cluster.active_engines()):
+        if not volume_matches(engine, volume, shown, filters):
+            continue
+        if dangling is not None:
+            names = used.setdefault(id(engine), used_volumes(engine))
+            if (volume.name not in names) != dangling:
+                continue
+        out.append({**volume.inspect, "Name": shown})
+    return json_response({"Volumes": out, "Warnings": None})
+
+
+async def inspect_volume(ctx: ApiContext, request: Request, params: Params) -> Response:
+    ref = params["name"]
+    found = resolve_volume(ctx.cluster.active_engines(), ref)
+    if found is None:
+        raise not_found(ref)
+    return json_response(found[1].inspect)
+
+
+def choose_engines(
+    cluster: Cluster, name: str, node: str | None, labels: dict[str, str] | None
+) -> list[Engine]:
+    """Where a new volume goes: where it already is, the node named, or the scheduler's
+    choice (every allowed node for a whitelisted one)."""
+    engines = cluster.active_engines()
+    whitelisted = node is None and bool((labels or {}).get(WHITELISTS_LABEL))
+    if node is None and not whitelisted:
+        # Docker's create is idempotent: an existing volume is answered, not doubled.
+        holders = [e for e, v in volumes_matching(engines, name) if v.name == name]
+        if holders:
+            return holders[:1]
+    config = placement_config(engines, node, labels)
+    if whitelisted and labels:
+        config["Labels"][WHITELISTS_LABEL] = labels[WHITELISTS_LABEL]
+    chosen = cluster.place(config)
+    return chosen if whitelisted else chosen[:1]
+
+
+async def create_volume(ctx: ApiContext, request: Request, params: Params) -> Response:
     cluster = ctx.cluster
+    body = await request.json()
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise HTTPError(400, "invalid JSON: a volume config object is required")
+    name = str(body.get("Name") or "")
+    node: str | None = None
+    if not name:
+        name = secrets.token_hex(32)
+    elif "/" in name:
+        engine, bare = split_node_ref(cluster.active_engines(), name)
+        node = engine.name if engine is not None else name.partition("/")[0]
+        name = bare if engine is not None else name.partition("/")[2]
+    body["Name"] = name
+    labels = body.get("Labels") if isinstance(body.get("Labels"), dict) else None
+    targets = choose_engines(cluster, name, node, labels)
 
-    async def list_volumes(request: Request, params: dict[str, str]) -> Response:
-        filters = parse_filters(request.arg("filters"))
-        dangling: bool | None = None
-        for value in filters.get("dangling", []):
-            if value.lower() not in DANGLING_VALUES:
-                raise HTTPError(400, f"Invalid filter 'dangling={value}'")
-            dangling = DANGLING_VALUES[value.lower()]
-        used: dict[int, set[str]] = {}
-        out: list[dict[str, Any]] = []
-        for engine, volume, shown in listed_volumes(cluster):
-            if "name" in filters and not any(v in shown for v in filters["name"]):
-                continue
-            local = volume.driver == "local"
-            if "node" in filters and local and not (
-                {engine.name, engine.id} & set(filters["node"])
-            ):
-                continue
-            if "driver" in filters and volume.driver not in filters["driver"]:
-                continue
-            if "label" in filters and not match_labels(
-                volume.inspect.get("Labels") or {}, filters["label"]
-            ):
-                continue
-            if dangling is not None:
-                names = used.setdefault(id(engine), used_volumes(engine))
-                if (volume.name not in names) != dangling:
-                    continue
-            out.append({**volume.inspect, "Name": shown})
-        return json_response({"Volumes": out, "Warnings": None})
+    async def create_on(engine: Engine) -> dict[str, Any]:
+        created = await engine.call("POST", "/volumes/create", body=body)
+        await quietly(engine.refresh_volumes)
+        return dict(created or {})
 
-    async def inspect(request: Request, params: dict[str, str]) -> Response:
-        _, volume = find_volume(cluster, params["name"])
-        return json_response(volume.inspect)
+    created = (await fan_out(targets, create_on, Policy.ALL))[-1][1]
+    if created.get("Scope") == "global":
+        others = [e for e in cluster.active_engines() if e not in targets]
+        await asyncio.gather(*(quietly(e.refresh_volumes) for e in others))
+    return json_response(created, 201)
 
-    def choose_engines(name: str, node: str | None, labels: dict[str, str] | None) -> list[Engine]:
-        engines = cluster.active_engines()
-        if node is None and not (labels or {}).get(WHITELISTS_LABEL):
-            # Docker's create is idempotent: an existing volume is answered, not doubled.
-            holders = [e for e, v in volumes_matching(engines, name) if v.name == name]
-            if holders:
-                return holders[:1]
-        config = placement_config(engines, node, labels)
-        if node is None and labels and labels.get(WHITELISTS_LABEL):
-            config["Labels"][WHITELISTS_LABEL] = labels[WHITELISTS_LABEL]
+
+async def remove_volume(ctx: ApiContext, request: Request, params: Params) -> Response:
+    ref = params["name"]
+    found = dict(volumes_matching(ctx.cluster.active_engines(), ref))
+    if not found:
+        raise not_found(ref)
+    query = {"force": "1"} if request.flag("force") else None
+
+    async def remove_on(engine: Engine) -> None:
+        volume = found[engine]
         try:
-            ranked = cluster.scheduler.select(config, cluster.node_views())
-        except SchedulerError as exc:
-            raise HTTPError(500, str(exc)) from None
-        chosen = [cluster.engine_for_node(n) for n in ranked]
-        if node is None and labels and labels.get(WHITELISTS_LABEL):
-            return chosen
-        return chosen[:1]
+            await engine.call("DELETE", f"/volumes/{volume.name}", params=query)
+        except EngineError as exc:
+            if exc.status != 404:
+                raise  # a 404 means it is already gone: what the client asked for
+        engine.forget_volume(volume.name)
 
-    async def create(request: Request, params: dict[str, str]) -> Response:
-        body = await request.json()
-        if body is None:
-            body = {}
-        if not isinstance(body, dict):
-            raise HTTPError(400, "invalid JSON: a volume config object is required")
-        name = str(body.get("Name") or "")
-        node: str | None = None
-        if not name:
-            name = secrets.token_hex(32)
-        elif "/" in name:
-            engine, bare = split_node_ref(cluster.active_engines(), name)
-            node = engine.name if engine is not None else name.partition("/")[0]
-            name = bare if engine is not None else name.partition("/")[2]
-        body["Name"] = name
-        labels = body.get("Labels") if isinstance(body.get("Labels"), dict) else None
-        targets = choose_engines(name, node, labels)
+    await fan_out(list(found), remove_on, Policy.ALL)
+    return Response(204, b"", [], None)
 
-        async def create_on(engine: Engine) -> dict[str, Any]:
-            created = await engine.call("POST", "/volumes/create", body=body)
-            await quietly(engine.refresh_volumes)
-            return dict(created or {})
 
-        results = await asyncio.gather(*(create_on(e) for e in targets), return_exceptions=True)
-        created: dict[str, Any] | None = None
-        error: EngineError | EngineConnectionError | None = None
-        for result in results:
-            if isinstance(result, (EngineError, EngineConnectionError)):
-                error = result
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                created = result
-        if error is not None:
-            raise engine_error(error) from None
-        assert created is not None
-        if created.get("Scope") == "global":
-            others = [e for e in cluster.active_engines() if e not in targets]
-            await asyncio.gather(*(quietly(e.refresh_volumes) for e in others))
-        return json_response(created, 201)
-
-    async def remove(request: Request, params: dict[str, str]) -> Response:
-        ref = params["name"]
-        found = volumes_matching(cluster.active_engines(), ref)
-        if not found:
-            raise not_found(ref)
-        query = {"force": "1"} if request.flag("force") else None
-
-        async def remove_on(engine: Engine, volume: Volume) -> None:
-            try:
-                await engine.call("DELETE", f"/volumes/{volume.name}", params=query)
-            except EngineError as exc:
-                if exc.status != 404:
-                    raise
-            engine.volumes.pop(volume.name, None)
-
-        results = await asyncio.gather(
-            *(remove_on(e, v) for e, v in found), return_exceptions=True
-        )
-        errors = [
-            (engine, result)
-            for (engine, _), result in zip(found, results, strict=True)
-            if isinstance(result, BaseException)
-        ]
-        if len(errors) == 1 and isinstance(errors[0][1], (EngineError, EngineConnectionError)):
-            raise engine_error(errors[0][1])
-        if errors:
-            raise HTTPError(500, ", ".join(f"{e.name}: {err}" for e, err in errors))
-        return Response(204, b"", [], None)
-
-    async def prune(request: Request, params: dict[str, str]) -> Response:
-        parse_filters(request.arg("filters"))
-        query = {"filters": request.arg("filters") or "{}"}
-        engines = cluster.healthy_engines()
-
-        async def prune_one(engine: Engine) -> dict[str, Any]:
-            result = await engine.call("POST", "/volumes/prune", params=query)
-            await quietly(engine.refresh_volumes)
-            return dict(result or {})
-
-        results = await asyncio.gather(*(prune_one(e) for e in engines), return_exceptions=True)
-        deleted: list[str] = []
-        reclaimed = 0
-        errors: list[str] = []
-        for engine, result in zip(engines, results, strict=True):
-            if isinstance(result, BaseException):
-                errors.append(f"{engine.name}: {result}")
-                continue
-            deleted += [f"{engine.name}/{n}" for n in result.get("VolumesDeleted") or []]
-            reclaimed += int(result.get("SpaceReclaimed") or 0)
-        if errors and not deleted:
-            raise HTTPError(500, ", ".join(errors))
-        return json_response({"VolumesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
-
-    router.add("GET", "/volumes", list_volumes)
-    router.add("POST", "/volumes/create", create)
-    router.add("POST", "/volumes/prune", prune)
-    router.add("GET", "/volumes/{name:.*}", inspect)
-    router.add("DELETE", "/volumes/{name:.*}", remove)
+async def prune_volumes(ctx: ApiContext, request: Request, params: Params) -> Response:
+    merged = await prune_each(ctx.cluster, request, "volumes", lambda e: e.refresh_volumes())
+    return json_response(merged)

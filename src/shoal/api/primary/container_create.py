@@ -1,0 +1,126 @@
+"""`POST /containers/create`: the body checked as dockerd checks it, then scheduled, with
+classic Swarm's second chance when the chosen node lacks the image."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from typing import Any
+
+from shoal.api.http import HTTPError, Request, Response, json_response
+from shoal.api.primary.context import ApiContext, Params
+from shoal.cluster.cluster import Cluster
+from shoal.cluster.errors import EngineError
+from shoal.cluster.index import Placed
+from shoal.scheduler.labels import (
+    AFFINITIES_LABEL,
+    build_container_config,
+    go_json_list,
+    parse_label_list,
+    rules_from_config,
+)
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+LEGACY_HOST_FIELDS = ("Memory", "MemorySwap", "CpuShares", "Cpuset")
+#: Fields shoal itself reads from a create body, with the JSON types Docker accepts.
+CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "Image": (str,),
+    "Cmd": (list, str),
+    "Entrypoint": (list, str),
+    "Env": (list,),
+    "Labels": (dict,),
+    "HostConfig": (dict,),
+    "NetworkingConfig": (dict,),
+    "ExposedPorts": (dict,),
+}
+
+
+def check_config_types(body: dict[str, Any]) -> None:
+    """Refuse a body whose fields have the wrong JSON types, as dockerd's decoder would."""
+    for key, types in CONFIG_TYPES.items():
+        value = body.get(key)
+        if value is not None and not isinstance(value, types):
+            raise HTTPError(
+                400, f"json: cannot unmarshal {type(value).__name__} into field {key}"
+            )
+    env = body.get("Env") or []
+    if not all(isinstance(e, str) for e in env):
+        raise HTTPError(400, "json: cannot unmarshal non-string into field Env")
+    labels = body.get("Labels") or {}
+    if not all(isinstance(v, str) for v in labels.values()):
+        raise HTTPError(400, "json: cannot unmarshal non-string into field Labels")
+
+
+def image_retry_config(
+    cluster: Cluster, config: dict[str, Any], exc: EngineError
+) -> dict[str, Any] | None:
+    """Classic Swarm's second chance for a create whose image is missing on the chosen node
+    (cluster/swarm/cluster.go, `CreateContainer`): when some node holds the image and no
+    hard `node==` constraint pins the container, the config with a hard `image==<image>`
+    affinity; else None."""
+    image = str(config.get("Image") or "")
+    if not image or exc.status in (400, 409):
+        return None
+    if any(
+        c.replace(" ", "").startswith("node==") and not c.replace(" ", "").startswith("node==~")
+        for c in rules_from_config(config, "constraint")
+    ):
+        return None
+    if not any(e.image_index.find(image) is not None for e in cluster.healthy_engines()):
+        return None
+    retry = copy.deepcopy(config)
+    labels = dict(retry.get("Labels") or {})
+    affinities = [*parse_label_list(labels.get(AFFINITIES_LABEL)), f"image=={image}"]
+    labels[AFFINITIES_LABEL] = go_json_list(affinities)
+    retry["Labels"] = labels
+    return retry
+
+
+def check_body(body: dict[str, Any]) -> None:
+    """Check the create body's types and move the pre-1.18 host fields into HostConfig."""
+    check_config_types(body)
+    if not body.get("Image"):
+        raise HTTPError(400, "No image specified")
+    host_config = body.get("HostConfig")
+    if host_config is None:
+        host_config = body["HostConfig"] = {}
+    if not isinstance(host_config, dict):
+        raise HTTPError(400, "invalid JSON: HostConfig must be an object")
+    for key in LEGACY_HOST_FIELDS:
+        if body.get(key):
+            host_config[key] = body.pop(key)
+
+
+async def create_container(ctx: ApiContext, request: Request, params: Params) -> Response:
+    body = await request.json()
+    if not isinstance(body, dict):
+        raise HTTPError(400, "invalid JSON: a container config object is required")
+    name = request.arg("name")
+    if name and not NAME_RE.match(name):
+        raise HTTPError(
+            400, f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )
+    check_body(body)
+    try:
+        config = build_container_config(body)
+    except (ValueError, TypeError) as exc:
+        raise HTTPError(500, str(exc)) from None
+    auth = request.headers.get("X-Registry-Auth")
+    placed = await create_with_image_retry(ctx.cluster, config, name, auth)
+    return json_response({"Id": placed.container.id, "Warnings": []}, 201)
+
+
+async def create_with_image_retry(
+    cluster: Cluster, config: dict[str, Any], name: str | None, auth: str | None
+) -> Placed:
+    try:
+        return await cluster.create_container(copy.deepcopy(config), name, auth)
+    except EngineError as exc:
+        retry = image_retry_config(cluster, config, exc)
+        if retry is None:
+            raise
+        log.info("Create failed (%s); retrying where the image %s is", exc, config["Image"])
+        return await cluster.create_container(retry, name, auth)

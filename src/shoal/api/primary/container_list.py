@@ -1,0 +1,230 @@
+"""`GET /containers/json`: the cluster's containers from the cache, filtered as an engine
+filters them, plus classic Swarm's `node` filter and node-prefixed names."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from shoal.api.http import HTTPError, Request, Response, json_response
+from shoal.api.primary.context import ApiContext, Params
+from shoal.api.primary.filters import match_labels, parse_filters, regex_search
+from shoal.cluster.engine import Engine
+from shoal.cluster.errors import EngineFailure
+from shoal.cluster.index import Placed
+
+STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+UNSPECIFIED_IPS = ("", "0.0.0.0", "::")
+HEALTH_STATES = ("starting", "healthy", "unhealthy", "none")
+#: Filter keys of `GET /containers/json`: the engine's, plus classic Swarm's `node`.
+PS_FILTERS = frozenset(
+    {
+        "ancestor", "before", "expose", "exited", "health", "id", "is-task", "isolation",
+        "label", "name", "network", "publish", "since", "status", "volume", "node",
+    }
+)  # fmt: skip
+
+
+def public_ports(ports: list[dict[str, Any]], engine: Engine) -> list[dict[str, Any]]:
+    """Ports bound to every interface are reachable at the engine's address.
+
+    The IPv4 and IPv6 wildcard bindings of one port then read the same: shown once.
+    """
+    out: list[dict[str, Any]] = []
+    for port in ports:
+        if "PublicPort" in port and port.get("IP", "") in UNSPECIFIED_IPS:
+            port["IP"] = engine.ip
+        if port not in out:
+            out.append(port)
+    return out
+
+
+def public_bindings(bindings: list[dict[str, Any]], engine: Engine) -> list[dict[str, Any]]:
+    """Inspect's bindings of one port with wildcard addresses made the engine's (deduped)."""
+    out: list[dict[str, Any]] = []
+    for b in bindings:
+        if b.get("HostIp", "") in UNSPECIFIED_IPS:
+            b = {**b, "HostIp": engine.ip}
+        if b not in out:
+            out.append(b)
+    return out
+
+
+def list_entry(placed: Placed, now: float) -> dict[str, Any]:
+    engine = placed.engine
+    entry = placed.container.summary(now)
+    entry["Names"] = [f"/{engine.name}{n}" for n in entry["Names"]]
+    entry["Ports"] = public_ports(entry["Ports"], engine)
+    if not engine.healthy:
+        entry["Status"] = "Host Down"
+    return entry
+
+
+def validate_list_filters(filters: dict[str, list[str]]) -> None:
+    """Refuse what an engine refuses, with its texts, before any container is looked at."""
+    for key, values in filters.items():
+        if key not in PS_FILTERS:
+            raise HTTPError(400, f"invalid filter '{key}'")
+        for value in values:
+            if key == "status" and value not in STATUSES:
+                raise HTTPError(400, f"Invalid filter 'status={value}'")
+            if key == "health" and value not in HEALTH_STATES:
+                raise HTTPError(400, f"Unrecognised filter value for health: {value}")
+            if key == "exited" and not _is_int(value):
+                raise HTTPError(400, f"invalid filter 'exited={value}'")
+            if key == "is-task" and value not in ("true", "false"):
+                raise HTTPError(400, f"Invalid filter 'is-task={value}'")
+
+
+def _is_int(value: str) -> bool:
+    try:
+        int(value)
+    except ValueError:
+        return False
+    return True
+
+
+def ancestor_ids(engine: Engine, refs: list[str]) -> set[str]:
+    """IDs of the images `refs` name on `engine` and of every image built on top of them,
+    as an engine's `ancestor` filter resolves them."""
+    found = {i.id for i in engine.images if any(i.matches(r) for r in refs)}
+    parents = {i.id: str(i.summary.get("ParentId") or "") for i in engine.images}
+    changed = bool(found)
+    while changed:
+        changed = False
+        for image_id, parent in parents.items():
+            if parent in found and image_id not in found:
+                found.add(image_id)
+                changed = True
+    return found
+
+
+def _port_matches(values: list[str], ports: list[dict[str, Any]], field: str) -> bool:
+    for value in values:
+        port, _, proto = value.partition("/")
+        for p in ports:
+            if str(p.get(field, "")) == port and (not proto or p.get("Type") == proto):
+                return True
+    return False
+
+
+def _matches_name_or_id(placed: Placed, key: str, values: list[str]) -> bool:
+    c = placed.container
+    if key == "name":
+        # The engine matches "/name"; classic Swarm matched the bare name: take both.
+        names = (c.name, c.name.lstrip("/"))
+        return any(regex_search(v, n) for v in values for n in names)
+    if key == "id":
+        return any(c.id.startswith(v) or regex_search(v, c.id) for v in values)
+    engine = placed.engine
+    return any(regex_search(v, engine.name) or v == engine.id for v in values)
+
+
+def _matches_attachments(placed: Placed, key: str, values: list[str]) -> bool:
+    """The `network` and `volume` filters: what the container is attached to."""
+    inspect = placed.container.inspect
+    if key == "network":
+        networks = (inspect.get("NetworkSettings") or {}).get("Networks") or {}
+        ids = [n.get("NetworkID", "") for n in networks.values()]
+        return any(v in networks or any(i.startswith(v) for i in ids) for v in values)
+    mounts = inspect.get("Mounts") or []
+    return any(
+        v in (m.get("Name"), m.get("Destination"), m.get("Source")) for m in mounts for v in values
+    )
+
+
+def _matches_one(
+    placed: Placed, key: str, values: list[str], refs: dict[str, float],
+    ancestors: dict[int, set[str]] | None,
+) -> bool:  # fmt: skip
+    c = placed.container
+    if key in ("name", "id", "node"):
+        return _matches_name_or_id(placed, key, values)
+    if key in ("network", "volume"):
+        return _matches_attachments(placed, key, values)
+    if key == "label":
+        return match_labels(c.labels, values)
+    if key == "status":
+        return c.status in values
+    if key == "health":
+        return (c.state.get("Health") or {}).get("Status", "none") in values
+    if key == "ancestor":
+        image_id = str(c.inspect.get("Image", ""))
+        if ancestors is not None:
+            return image_id in ancestors.get(id(placed.engine), set())
+        return any(v in (c.image, image_id) for v in values)
+    if key in ("publish", "expose"):
+        field = "PublicPort" if key == "publish" else "PrivatePort"
+        return _port_matches(values, c.summary(0)["Ports"], field)
+    if key == "exited":
+        return not c.running and str(c.state.get("ExitCode", "")) in values
+    if key == "is-task":
+        return (values[0] == "true") == ("com.docker.swarm.task" in c.labels)
+    if key == "before":
+        return c.created < refs["before"]
+    if key == "since":
+        return c.created > refs["since"]
+    return True
+
+
+def match_list_filters(
+    placed: Placed,
+    filters: dict[str, list[str]],
+    refs: dict[str, float],
+    ancestors: dict[int, set[str]] | None = None,
+) -> bool:
+    """`docker ps --filter` as an engine applies it, plus classic Swarm's `node`."""
+    return all(_matches_one(placed, k, v, refs, ancestors) for k, v in filters.items())
+
+
+async def list_containers(ctx: ApiContext, request: Request, params: Params) -> Response:
+    cluster = ctx.cluster
+    filters = parse_filters(request.arg("filters"))
+    show_all = request.flag("all")
+    try:
+        limit = int(request.arg("limit") or "-1")
+    except ValueError:
+        raise HTTPError(400, "invalid value for limit") from None
+    validate_list_filters(filters)
+    refs: dict[str, float] = {}
+    for key in ("before", "since"):
+        ref = request.arg(key) or next(iter(filters.get(key) or []), None)
+        if ref:
+            refs[key] = cluster.find_container(ref).container.created
+            filters[key] = [ref]
+    # As on an engine: a status filter, a limit or a reference looks at every container.
+    show_all = show_all or "status" in filters or limit > 0 or bool(refs)
+    ancestors = None
+    if "ancestor" in filters:
+        ancestors = {id(e): ancestor_ids(e, filters["ancestor"]) for e in cluster.active_engines()}
+    chosen = [
+        p
+        for p in cluster.containers()
+        if (show_all or (p.container.running and p.engine.healthy))
+        and match_list_filters(p, filters, refs, ancestors)
+    ]
+    chosen.sort(key=lambda p: p.container.created, reverse=True)
+    if limit > 0:
+        chosen = chosen[:limit]
+    now = time.time()
+    out = [list_entry(p, now) for p in chosen]
+    if request.flag("size") and out:
+        await add_sizes(chosen, out)
+    return json_response(out)
+
+
+async def add_sizes(chosen: list[Placed], out: list[dict[str, Any]]) -> None:
+    """Sizes cost the engine a disk walk, so they are fetched only when asked for."""
+    sizes: dict[str, dict[str, Any]] = {}
+    for engine in {id(p.engine): p.engine for p in chosen}.values():
+        try:
+            listing = await engine.call("GET", "/containers/json", params={"all": "1", "size": "1"})
+        except EngineFailure:
+            continue  # sizes are best effort: the list itself is already known
+        for item in listing or []:
+            sizes[item["Id"]] = item
+    for entry in out:
+        item = sizes.get(entry["Id"])
+        if item:
+            entry["SizeRw"] = item.get("SizeRw", 0)
+            entry["SizeRootFs"] = item.get("SizeRootFs", 0)

@@ -1,0 +1,49 @@
+"""An engine's state machine, its settings, and what it tells its cluster."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shoal.cluster.records import Container
+
+if TYPE_CHECKING:
+    from shoal.cluster.engine import Engine
+
+
+class EngineState(enum.Enum):
+    PENDING = "Pending"
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+    DISCONNECTED = "Disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """The manage flags that shape every engine's loops."""
+
+    refresh_min: float = 30.0
+    refresh_max: float = 60.0
+    failure_retry: int = 3
+    overcommit: float = 0.05
+
+
+class EngineListener(Protocol):
+    """What an engine tells its cluster; the cluster keeps cross-engine indexes from it."""
+
+    def engine_validated(self, engine: Engine) -> str | None: ...
+
+    def engine_state_changed(self, engine: Engine, action: str) -> None: ...
+
+    def container_changed(
+        self, engine: Engine, old: Container | None, new: Container | None
+    ) -> None: ...
+
+    def engine_event(self, engine: Engine, event: dict[str, Any]) -> None: ...
+
+    def images_changed(self, engine: Engine) -> None: ...
+
+    def duplicate_copies(
+        self, engine: Engine, listing: list[dict[str, Any]], *, newer_only: bool
+    ) -> list[str]: ...

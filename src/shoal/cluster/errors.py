@@ -1,0 +1,32 @@
+"""The cluster's failures, under one root so the API answers each in one place."""
+
+from __future__ import annotations
+
+
+class ClusterError(Exception):
+    """Root of every failure the cluster layer reports; `str(err)` is the client's text."""
+
+
+class EngineFailure(ClusterError):
+    """Root of the failures of a call to an engine."""
+
+
+class EngineError(EngineFailure):
+    """An engine answered a call with an error status: its message is passed on."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class EngineConnectionError(EngineFailure):
+    """The engine could not be reached: this is what counts towards unhealthy."""
+
+
+class NotFound(ClusterError):
+    """No object answers to the reference (or more than one does)."""
+
+
+class Conflict(ClusterError):
+    """A name is taken somewhere in the cluster."""
