@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Final
 
+from shoal.api.heads import HeadReader, HeadTimeout
 from shoal.api.http import (
     HEAD_LIMIT,
     REASONS,
@@ -63,74 +64,6 @@ class ServerLimits:
     body: BodyPace = field(default_factory=BodyPace)
     max_connections: int = 2048
     """Open client connections; more are closed at once (0: no cap)."""
-
-
-class HeadTimeout(Exception):
-    """The request head did not arrive in time."""
-
-
-class HeadReader:
-    """Reads request heads from a connection, serving bytes pushed back first.
-
-    A streamed response watches for the client leaving by reading one byte; when that
-    byte is the start of the next request it is pushed back here. Heads are read line by
-    line, so bare-LF heads end (at an empty line) as CRLF heads do.
-    """
-
-    __slots__ = ("_pending", "reader")
-
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self.reader = reader
-        self._pending = b""
-
-    def unread(self, data: bytes) -> None:
-        self._pending = data + self._pending
-
-    @property
-    def has_pending(self) -> bool:
-        return bool(self._pending)
-
-    async def _line(self) -> bytes:
-        pending = self._pending
-        if pending:
-            end = pending.find(b"\n")
-            if end >= 0:
-                self._pending = pending[end + 1 :]
-                return pending[: end + 1]
-            self._pending = b""
-            return pending + await self.reader.readuntil(b"\n")
-        return await self.reader.readuntil(b"\n")
-
-    async def read_head(self, first_line_timeout: float, head_timeout: float) -> bytes:
-        """The next head, through its empty line.
-
-        The first line must come within `first_line_timeout`, the rest of the head within
-        `head_timeout` after it (0: no limit). Raises HeadTimeout, IncompleteReadError at
-        EOF (with what was read as `partial`) and LimitOverrunError past HEAD_LIMIT.
-        """
-        loop = asyncio.get_running_loop()
-        lines: list[bytes] = []
-        try:
-            async with asyncio.timeout(None) as deadline:
-                if first_line_timeout:
-                    deadline.reschedule(loop.time() + first_line_timeout)
-                line = await self._line()
-                while line in (b"\r\n", b"\n"):  # empty lines before a request are skipped
-                    line = await self._line()
-                deadline.reschedule(loop.time() + head_timeout if head_timeout else None)
-                lines.append(line)
-                total = len(line)
-                while line not in (b"\r\n", b"\n"):
-                    line = await self._line()
-                    lines.append(line)
-                    total += len(line)
-                    if total > HEAD_LIMIT:
-                        raise asyncio.LimitOverrunError("request head too large", total)
-        except asyncio.IncompleteReadError as exc:
-            raise asyncio.IncompleteReadError(b"".join(lines) + exc.partial, None) from exc
-        except TimeoutError as exc:
-            raise HeadTimeout from exc
-        return b"".join(lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,8 +348,23 @@ async def serve_connection(
     """
     clock = clock or _DateClock()
     limits = limits or ServerLimits()
+    heads = HeadReader(reader, writer.transport)
+    try:
+        await _serve_requests(handler, heads, writer, clock, limits, versions)
+    finally:
+        heads.close()
+
+
+async def _serve_requests(
+    handler: Handler,
+    heads: HeadReader,
+    writer: asyncio.StreamWriter,
+    clock: _DateClock,
+    limits: ServerLimits,
+    versions: VersionRange | None,
+) -> None:
+    reader = heads.reader
     parser = HeadParser(limits.body)
-    heads = HeadReader(reader)
     peer_cert = writer.get_extra_info("peercert") or None
     first_wait = limits.head_timeout  # a new connection owes its head at once
     while True:
