@@ -30,7 +30,7 @@ class HeadReader:
 
     __slots__ = ("_deadline", "_expired", "_loop", "_pending", "_timer", "_transport", "reader")
 
-    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport) -> None:
+    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.WriteTransport) -> None:
         self.reader = reader
         self._transport = transport
         self._pending = b""
