@@ -37,7 +37,9 @@ PIECE: Final = 256 * 1024
 """Size of the pieces a body or a spliced stream is read in."""
 
 _FALSE_FLAGS: Final = frozenset(("", "0", "no", "false", "none"))
-_VERSION_RE: Final = re.compile(r"/v([0-9]+\.[0-9]+)(?=/|$)")
+_VERSION_RE: Final = re.compile(r"/v([0-9]+(?:\.[0-9]+)*)(?=/|$)")
+_JSON_ERRORS_SINCE: Final = (1, 24)
+"""Older API versions get their errors as plain text (the engine's rule)."""
 _BODY_UNREAD, _BODY_READING, _BODY_DONE, _BODY_BROKEN = range(4)
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _JSON_TOKENS: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
@@ -101,16 +103,36 @@ def json_depth_exceeds(data: bytes, limit: int = JSON_MAX_DEPTH) -> bool:
 
 
 def version_error(version: str, minimum: str, maximum: str) -> str | None:
-    """The engine's answer to a client API version outside `minimum..maximum`, else None."""
+    """The engine's message for a client API version outside `minimum..maximum`, else None."""
     wanted = _version_tuple(version)
-    if wanted > _version_tuple(maximum):
+    if _compare(wanted, _version_tuple(maximum)) > 0:
         return f"client version {version} is too new. Maximum supported API version is {maximum}"
-    if wanted < _version_tuple(minimum):
+    if _compare(wanted, _version_tuple(minimum)) < 0:
         return (
             f"client version {version} is too old. Minimum supported API version is {minimum}, "
             "please upgrade your client to a newer version"
         )
     return None
+
+
+def version_response(version: str, minimum: str, maximum: str) -> Response | None:
+    """400 for a version outside the range, as the engine sends it (plain text below 1.24)."""
+    message = version_error(version, minimum, maximum)
+    if message is None:
+        return None
+    headers = [("Api-Version", maximum)]
+    if _compare(_version_tuple(version), _JSON_ERRORS_SINCE) >= 0:
+        return json_response({"message": message}, 400, headers)
+    headers.append(("X-Content-Type-Options", "nosniff"))
+    return Response(400, f"{message}\n".encode(), headers, "text/plain; charset=utf-8")
+
+
+def _compare(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """Compare versions as the engine does: missing parts count as 0 (1.41 == 1.41.0)."""
+    width = max(len(a), len(b))
+    a = a + (0,) * (width - len(a))
+    b = b + (0,) * (width - len(b))
+    return (a > b) - (a < b)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

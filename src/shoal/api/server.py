@@ -28,7 +28,7 @@ from shoal.api.http import (
     Response,
     StreamResponse,
     error_response,
-    version_error,
+    version_response,
 )
 from shoal.api.tls import TLSAcceptor
 
@@ -390,13 +390,11 @@ async def _serve_requests(
                 writer, None, error_response(exc.status, exc.message), False, clock()
             )
             return
-        message = None
+        refusal = None
         if versions is not None and request.api_version is not None:
-            message = version_error(request.api_version, *versions())
+            refusal = version_response(request.api_version, *versions())
         try:
-            if message is not None:
-                raise HTTPError(400, message)
-            response = await handler(request)
+            response = refusal or await handler(request)
         except HTTPError as exc:
             logger.debug("HTTP error: %s (status %d)", exc.message, exc.status)
             response = error_response(exc.status, exc.message)
