@@ -547,7 +547,7 @@ class APIServer:
             return
         if self._at_cap:
             self._at_cap = False
-            logger.warning(
+            logger.info(
                 "Connection limit no longer reached: %d connections refused meanwhile",
                 self._refused,
             )
