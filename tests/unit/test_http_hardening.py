@@ -218,13 +218,19 @@ async def test_idle_keep_alive_is_closed(fast: Edge) -> None:
 
 
 async def test_no_limits_when_zero() -> None:
-    limits = ServerLimits(head_timeout=0, idle_timeout=0, max_connections=0)
+    limits = ServerLimits(
+        head_timeout=0, idle_timeout=0, body=BodyPace(0, 1), max_connections=0
+    )
     async with edge(limits) as e:
         reader, writer = await e.connect()
         try:
             writer.write(get("/_ping"))
             assert (await read_response(reader)).body == b"OK"
             assert await still_open(reader, 1.0)
+            writer.write(b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
+            await asyncio.sleep(0.5)
+            writer.write(b"56789")
+            assert (await read_response(reader)).json() == {"len": 10}
         finally:
             writer.close()
 

@@ -364,7 +364,7 @@ async def _serve_requests(
     versions: VersionRange | None,
 ) -> None:
     reader = heads.reader
-    parser = HeadParser(limits.body)
+    parser = HeadParser(limits.body if limits.body.base else None)  # base 0: no body limit
     peer_cert = writer.get_extra_info("peercert") or None
     first_wait = limits.head_timeout  # a new connection owes its head at once
     while True:
