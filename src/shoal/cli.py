@@ -276,6 +276,17 @@ def _add_manage(group: AliasGroup) -> None:
                   help="refresh the engines named in a container list's node filter first")
     @click.option("--container-name-refresh-filter", default="",
                   help="refresh all engines when a container list filters on this exact name")
+    @click.option("--api-head-timeout", default="30s", metavar="DURATION", show_default=True,
+                  help="time a client has to send a request head (0: no limit)")
+    @click.option("--api-idle-timeout", default="2m0s", metavar="DURATION", show_default=True,
+                  help="close keep-alive connections idle this long (0: never)")
+    @click.option("--api-body-timeout", default="1m0s", metavar="DURATION", show_default=True,
+                  help="time for a request body, plus its size over --api-body-min-rate; "
+                  "a streamed body may pause this long (0: no limit)")
+    @click.option("--api-body-min-rate", default="65536", metavar="BYTES", show_default=True,
+                  help="bytes per second a request body is given time for")
+    @click.option("--api-max-connections", default="2048", metavar="N", show_default=True,
+                  help="open API connections; more are closed at once (0: no cap)")
     @click.pass_context
     def manage(ctx: click.Context, /, discovery: tuple[str, ...], **flags: Any) -> None:
         try:

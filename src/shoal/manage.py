@@ -16,10 +16,16 @@ import sys
 import uvloop
 
 from shoal.api.dispatcher import Dispatcher
+from shoal.api.http import BodyPace
 from shoal.api.primary import PrimaryHandler
 from shoal.api.primary.context import ApiContext
 from shoal.api.replica import ReplicaHandler, WithDebug
-from shoal.api.server import APIServer, make_client_ssl_context, make_server_ssl_context
+from shoal.api.server import (
+    APIServer,
+    ServerLimits,
+    make_client_ssl_context,
+    make_server_ssl_context,
+)
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import EngineSettings
 from shoal.cluster.events import EventBus
@@ -61,7 +67,19 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
     election = None
     if options.replication:
         election = _replication(options, discovery, ctx, dispatcher, watchdog, client_ssl)
-    server = APIServer(dispatcher, list(options.hosts), server_ssl)
+    limits = ServerLimits(
+        head_timeout=options.api_head_timeout,
+        idle_timeout=options.api_idle_timeout,
+        body=BodyPace(options.api_body_timeout, float(options.api_body_min_rate)),
+        max_connections=options.api_max_connections,
+    )
+    server = APIServer(
+        dispatcher,
+        list(options.hosts),
+        server_ssl,
+        limits,
+        versions=lambda: (ctx.min_api_version(), ctx.api_version()),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

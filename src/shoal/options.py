@@ -107,6 +107,11 @@ class ManageOptions:
     cluster_opts: dict[str, str] = field(default_factory=dict)
     refresh_on_node_filter: bool = False
     container_name_refresh_filter: str = ""
+    api_head_timeout: float = 30.0
+    api_idle_timeout: float = 120.0
+    api_body_timeout: float = 60.0
+    api_body_min_rate: int = 65536
+    api_max_connections: int = 2048
     debug: bool = False
     experimental: bool = False
     log_level: str = "info"
@@ -160,6 +165,11 @@ class RawManage:
     discovery_opts: Sequence[str] = ()
     refresh_on_node_filter: bool = False
     container_name_refresh_filter: str = ""
+    api_head_timeout: str = "30s"
+    api_idle_timeout: str = "2m0s"
+    api_body_timeout: str = "1m0s"
+    api_body_min_rate: str = "65536"
+    api_max_connections: str = "2048"
 
 
 @dataclass(frozen=True)
@@ -237,6 +247,24 @@ def _flag_int(text: str, flag: str) -> int:
     if not _GO_INT.fullmatch(text):
         raise OptionsError(f'invalid value "{text}" for flag {flag}: parse error')
     return int(text)
+
+
+def _limit_duration(text: str, flag: str) -> float:
+    """A server limit: a Go duration, >= 0 (0 turns the limit off)."""
+    try:
+        seconds = parse_duration(text)
+    except DurationError as exc:
+        raise OptionsError(f'invalid value "{text}" for flag {flag}: parse error') from exc
+    if seconds < 0:
+        raise OptionsError(f"{flag} must not be negative")
+    return seconds
+
+
+def _limit_count(text: str, flag: str, minimum: int) -> int:
+    value = _flag_int(text, flag)
+    if value < minimum:
+        raise OptionsError(f"{flag} must be at least {minimum}")
+    return value
 
 
 def _heartbeat(text: str) -> float:
@@ -424,6 +452,11 @@ def parse_manage(
         cluster_opts=cluster_opts,
         refresh_on_node_filter=raw.refresh_on_node_filter,
         container_name_refresh_filter=raw.container_name_refresh_filter,
+        api_head_timeout=_limit_duration(raw.api_head_timeout, "--api-head-timeout"),
+        api_idle_timeout=_limit_duration(raw.api_idle_timeout, "--api-idle-timeout"),
+        api_body_timeout=_limit_duration(raw.api_body_timeout, "--api-body-timeout"),
+        api_body_min_rate=_limit_count(raw.api_body_min_rate, "--api-body-min-rate", 1),
+        api_max_connections=_limit_count(raw.api_max_connections, "--api-max-connections", 0),
         debug=glob.debug,
         experimental=glob.experimental,
         log_level=glob.log_level,

@@ -29,14 +29,20 @@ from multidict import CIMultiDict
 
 HEAD_LIMIT: Final = 64 * 1024
 """Largest request head accepted (also the StreamReader limit of every connection)."""
-BODY_LIMIT: Final = 64 * 2**20
+BODY_LIMIT: Final = 16 * 2**20
+"""Largest body read whole into memory (JSON bodies); archives are streamed instead."""
+JSON_MAX_DEPTH: Final = 256
+"""Deepest JSON nesting decoded; deeper answers 400 before decoding (no recursion limits hit)."""
 PIECE: Final = 256 * 1024
 """Size of the pieces a body or a spliced stream is read in."""
 
 _FALSE_FLAGS: Final = frozenset(("", "0", "no", "false", "none"))
-_VERSION_RE: Final = re.compile(r"/v([0-9]+\.[0-9]+)(?=/|$)")
+_VERSION_RE: Final = re.compile(r"/v([0-9]+(?:\.[0-9]+)*)(?=/|$)")
+_JSON_ERRORS_SINCE: Final = (1, 24)
+"""Older API versions get their errors as plain text (the engine's rule)."""
 _BODY_UNREAD, _BODY_READING, _BODY_DONE, _BODY_BROKEN = range(4)
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_JSON_TOKENS: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
 REASONS: Final[Mapping[int, str]] = MappingProxyType(
     {s.value: s.phrase for s in HTTPStatus} | {101: "UPGRADED"}
@@ -55,6 +61,85 @@ class HTTPError(Exception):
 
 class ClientDisconnected(ConnectionError):
     """The client went away while its request body was being read."""
+
+
+class BodyTimeout(ClientDisconnected):
+    """The client sent its request body too slowly; the connection is closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class BodyPace:
+    """How long a request body may take: `base` seconds plus one second per `rate` bytes.
+
+    A body read as a stream (unknown or large size) must instead bring a piece every
+    `base` seconds, so a slow but steady upload is never cut.
+    """
+
+    base: float = 60.0
+    rate: float = 64 * 1024.0
+
+    def budget(self, size: int) -> float:
+        return self.base + size / self.rate
+
+
+def json_depth_exceeds(data: bytes, limit: int = JSON_MAX_DEPTH) -> bool:
+    """Whether `data` nests arrays/objects deeper than `limit`, without decoding it.
+
+    Brackets are counted first (a C-speed count), so only bodies with many of them are
+    scanned; the scan skips strings, whose brackets do not nest.
+    """
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    depth = 0
+    for token in _JSON_TOKENS.finditer(data):
+        first = token.group()[:1]
+        if first in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif first in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
+def version_error(version: str, minimum: str, maximum: str) -> str | None:
+    """The engine's message for a client API version outside `minimum..maximum`, else None."""
+    wanted = _version_tuple(version)
+    if _compare(wanted, _version_tuple(maximum)) > 0:
+        return f"client version {version} is too new. Maximum supported API version is {maximum}"
+    if _compare(wanted, _version_tuple(minimum)) < 0:
+        return (
+            f"client version {version} is too old. Minimum supported API version is {minimum}, "
+            "please upgrade your client to a newer version"
+        )
+    return None
+
+
+def version_response(version: str, minimum: str, maximum: str) -> Response | None:
+    """400 for a version outside the range, as the engine sends it (plain text below 1.24)."""
+    message = version_error(version, minimum, maximum)
+    if message is None:
+        return None
+    headers = [("Api-Version", maximum)]
+    if _compare(_version_tuple(version), _JSON_ERRORS_SINCE) >= 0:
+        return json_response({"message": message}, 400, headers)
+    headers.append(("X-Content-Type-Options", "nosniff"))
+    return Response(400, f"{message}\n".encode(), headers, "text/plain; charset=utf-8")
+
+
+def _compare(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """Compare versions as the engine does: missing parts count as 0 (1.41 == 1.41.0)."""
+    width = max(len(a), len(b))
+    a = a + (0,) * (width - len(a))
+    b = b + (0,) * (width - len(b))
+    return (a > b) - (a < b)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (0,)
 
 
 @dataclass(slots=True)
@@ -78,6 +163,7 @@ class Request:
     _state: int = field(default=_BODY_DONE, repr=False, compare=False)
     _cached: bytes | None = field(default=None, repr=False, compare=False)
     _expect_continue: bool = field(default=False, repr=False, compare=False)
+    _pace: BodyPace | None = field(default=None, repr=False, compare=False)
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         """First value of query parameter `name`."""
@@ -120,10 +206,17 @@ class Request:
             self._begin()
             assert self._reader is not None
             try:
-                data = await self._reader.readexactly(size)
+                if self._pace is None:
+                    data = await self._reader.readexactly(size)
+                else:
+                    async with asyncio.timeout(self._pace.budget(size)):
+                        data = await self._reader.readexactly(size)
             except asyncio.IncompleteReadError as exc:
                 self._state = _BODY_BROKEN
                 raise ClientDisconnected("client closed the connection mid-body") from exc
+            except TimeoutError as exc:
+                self._state = _BODY_BROKEN
+                raise BodyTimeout(f"request body of {size} bytes not received in time") from exc
             self._remaining = 0
             self._state = _BODY_DONE
         else:
@@ -140,14 +233,22 @@ class Request:
         return data
 
     async def json(self, limit: int = BODY_LIMIT) -> Any:
-        """The body decoded as JSON; None for an empty body."""
+        """The body decoded as JSON; None for an empty body.
+
+        413 when larger than `limit` (refused before it is read), 400 when nested deeper
+        than JSON_MAX_DEPTH or not JSON.
+        """
         data = await self.body(limit)
         if not data.strip():
             return None
+        if json_depth_exceeds(data):
+            raise HTTPError(400, "invalid JSON: exceeded max depth")
         try:
             return json.loads(data)
-        except ValueError as exc:
-            raise HTTPError(400, f"invalid JSON: {exc}") from exc
+        except json.JSONDecodeError as exc:
+            raise HTTPError(400, f"invalid JSON: {exc.msg} at offset {exc.pos}") from exc
+        except (ValueError, RecursionError) as exc:  # undecodable bytes, or deep despite the scan
+            raise HTTPError(400, "invalid JSON: the body is not valid UTF-8 JSON") from exc
 
     async def stream(self) -> AsyncIterator[bytes]:
         """Body pieces as they arrive (build contexts, image load and import)."""
@@ -170,6 +271,17 @@ class Request:
             self._writer.write(_CONTINUE)
 
     async def _read_some(self, max_n: int) -> bytes:
+        """Next piece of body, b"" at its end; each piece must come within the pace's base."""
+        if self._pace is None or self._state == _BODY_DONE:
+            return await self._read_piece(max_n)
+        try:
+            async with asyncio.timeout(self._pace.base):
+                return await self._read_piece(max_n)
+        except TimeoutError as exc:
+            self._state = _BODY_BROKEN
+            raise BodyTimeout("request body stalled") from exc
+
+    async def _read_piece(self, max_n: int) -> bytes:
         """Next piece of body, b"" at its end; keeps the chunked decoder's position."""
         if self._state == _BODY_DONE:
             return b""
@@ -212,6 +324,14 @@ class Request:
         except asyncio.LimitOverrunError as exc:
             self._state = _BODY_BROKEN
             raise HTTPError(400, "invalid chunked encoding") from exc
+
+    def can_discard(self, max_bytes: int) -> bool:
+        """Whether discard_body(max_bytes) may leave the connection usable (cheap check)."""
+        if self._state == _BODY_DONE:
+            return True
+        if self._state == _BODY_BROKEN or self._expect_continue:
+            return False
+        return self._chunked or self._remaining <= max_bytes
 
     async def discard_body(self, max_bytes: int) -> bool:
         """Read and drop what is left of the body, up to `max_bytes`.
@@ -307,12 +427,16 @@ class _HeadCollector:
 
 
 class HeadParser:
-    """Turns a request head into a Request; one per connection."""
+    """Turns a request head into a Request; one per connection.
 
-    __slots__ = ("_collector",)
+    Heads with bare-LF line ends are accepted (as Go's server does) and normalised to CRLF.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_collector", "_pace")
+
+    def __init__(self, pace: BodyPace | None = None) -> None:
         self._collector = _HeadCollector()
+        self._pace = pace
 
     def parse(
         self,
@@ -328,6 +452,8 @@ class HeadParser:
         col = self._collector
         col.url = b""
         col.headers = []
+        if not head.endswith(b"\r\n\r\n") or head.count(b"\n") != head.count(b"\r\n"):
+            head = _crlf(head)
         parser = httptools.HttpRequestParser(col)
         try:
             parser.feed_data(head)
@@ -376,6 +502,7 @@ class HeadParser:
             reader,
             writer,
         )
+        request._pace = self._pace
         te = headers.get("Transfer-Encoding")
         if te is not None and te.rsplit(",", 1)[-1].strip().lower() == "chunked":
             request._chunked = True
@@ -396,6 +523,12 @@ class HeadParser:
             expect = headers.get("Expect")
             request._expect_continue = expect is not None and expect.lower() == "100-continue"
         return request, keep_alive
+
+
+def _crlf(head: bytes) -> bytes:
+    """Rewrite every line end (LF or CRLF) as CRLF."""
+    lines = head.split(b"\n")
+    return b"\r\n".join(line[:-1] if line.endswith(b"\r") else line for line in lines)
 
 
 def make_request(

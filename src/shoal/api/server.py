@@ -9,14 +9,17 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Final
 
+from shoal.api.heads import HeadReader, HeadTimeout
 from shoal.api.http import (
     HEAD_LIMIT,
     REASONS,
+    BodyPace,
+    BodyTimeout,
     ClientDisconnected,
     Handler,
     HeadParser,
@@ -25,6 +28,7 @@ from shoal.api.http import (
     Response,
     StreamResponse,
     error_response,
+    version_response,
 )
 from shoal.api.tls import TLSAcceptor
 
@@ -35,6 +39,31 @@ DISCARD_LIMIT: Final = 256 * 1024
 _INLINE_BODY: Final = 16 * 1024
 _NO_BODY_STATUS: Final = frozenset((204, 304))
 _FRAMING_HEADERS: Final = frozenset(("content-length", "transfer-encoding", "connection"))
+_LINGER: Final = 2.0
+"""After an error answered before the body was read, how long its rest is drained so the
+client (still sending) reads the answer instead of a connection reset."""
+_LINGER_BYTES: Final = 64 * 2**20
+
+VersionRange = Callable[[], tuple[str, str]]
+"""Returns the (minimum, maximum) API version clients may ask for, e.g. ("1.12", "1.41")."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What a client may cost the server; every value is a `manage` flag.
+
+    Timeouts are seconds, 0 meaning none. Hijacked and streamed responses are exempt once
+    their head is sent: they stay open as long as they carry data or wait for it.
+    """
+
+    head_timeout: float = 30.0
+    """From accepting a connection, or from the first line of a following request, until
+    the request head is complete."""
+    idle_timeout: float = 120.0
+    """How long a keep-alive connection may wait for its next request."""
+    body: BodyPace = field(default_factory=BodyPace)
+    max_connections: int = 2048
+    """Open client connections; more are closed at once (0: no cap)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,13 +249,21 @@ async def _await_cancelled(task: asyncio.Task[None] | asyncio.Task[bytes]) -> No
         await task
 
 
-def _push_back(reader: asyncio.StreamReader, data: bytes) -> None:
-    """Put bytes back at the front of a StreamReader, which has no public unread."""
-    reader._buffer[:0] = data  # type: ignore[attr-defined]
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close, then drop what the client still sends for a moment (as Go's server does),
+    so a client busy sending a refused body reads the answer rather than a reset."""
+    if writer.transport.is_closing() or not writer.can_write_eof():
+        return
+    with contextlib.suppress(ConnectionError, ssl.SSLError, OSError, TimeoutError):
+        writer.write_eof()
+        async with asyncio.timeout(_LINGER):
+            total = 0
+            while total < _LINGER_BYTES and (data := await reader.read(256 * 1024)):
+                total += len(data)
 
 
 async def _write_stream(
-    reader: asyncio.StreamReader,
+    heads: HeadReader,
     writer: asyncio.StreamWriter,
     request: Request,
     response: StreamResponse,
@@ -261,7 +298,7 @@ async def _write_stream(
             await pump
             return keep_alive
         # A client that leaves sends EOF; watching for it cancels e.g. an idle /events stream.
-        watcher = asyncio.ensure_future(reader.read(1))
+        watcher = asyncio.ensure_future(heads.reader.read(1))
         await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
         if watcher.done() and not watcher.cancelled() and watcher.exception() is None:
             taken = watcher.result()
@@ -272,7 +309,7 @@ async def _write_stream(
             else:
                 # The start of the client's next request (it may send it as soon as the last
                 # chunk arrives): give it back for the next head read.
-                _push_back(reader, taken)
+                heads.unread(taken)
         elif watcher.done():
             return False
         await pump
@@ -302,14 +339,37 @@ async def serve_connection(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     clock: _DateClock | None = None,
+    limits: ServerLimits | None = None,
+    versions: VersionRange | None = None,
 ) -> None:
-    """Serve requests on one connection until it closes, is hijacked or must close."""
+    """Serve requests on one connection until it closes, is hijacked or must close.
+
+    With `versions`, a `/vX.Y` prefix outside that range answers 400 as the engine does.
+    """
     clock = clock or _DateClock()
-    parser = HeadParser()
+    limits = limits or ServerLimits()
+    heads = HeadReader(reader, writer.transport)
+    try:
+        await _serve_requests(handler, heads, writer, clock, limits, versions)
+    finally:
+        heads.close()
+
+
+async def _serve_requests(
+    handler: Handler,
+    heads: HeadReader,
+    writer: asyncio.StreamWriter,
+    clock: _DateClock,
+    limits: ServerLimits,
+    versions: VersionRange | None,
+) -> None:
+    reader = heads.reader
+    parser = HeadParser(limits.body if limits.body.base else None)  # base 0: no body limit
     peer_cert = writer.get_extra_info("peercert") or None
+    first_wait = limits.head_timeout  # a new connection owes its head at once
     while True:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            head = await heads.read_head(first_wait, limits.head_timeout)
         except asyncio.IncompleteReadError as exc:
             if exc.partial.strip():
                 logger.debug("client closed the connection in the middle of a request head")
@@ -319,6 +379,10 @@ async def serve_connection(
                 writer, None, error_response(431, "request header too large"), False, clock()
             )
             return
+        except HeadTimeout:
+            logger.debug("closing a connection: no complete request head in time")
+            return
+        first_wait = limits.idle_timeout
         try:
             request, keep_alive = parser.parse(head, reader, writer, peer_cert)
         except HTTPError as exc:
@@ -326,11 +390,17 @@ async def serve_connection(
                 writer, None, error_response(exc.status, exc.message), False, clock()
             )
             return
+        refusal = None
+        if versions is not None and request.api_version is not None:
+            refusal = version_response(request.api_version, *versions())
         try:
-            response = await handler(request)
+            response = refusal or await handler(request)
         except HTTPError as exc:
             logger.debug("HTTP error: %s (status %d)", exc.message, exc.status)
             response = error_response(exc.status, exc.message)
+        except BodyTimeout as exc:
+            logger.info("closing a connection in %s %s: %s", request.method, request.path, exc)
+            return
         except (ClientDisconnected, ConnectionError, ssl.SSLError) as exc:
             logger.debug("client connection lost in %s %s: %s", request.method, request.path, exc)
             return
@@ -338,13 +408,20 @@ async def serve_connection(
             logger.error("HTTP error: %s", exc, exc_info=True)
             response = error_response(500, str(exc) or type(exc).__name__)
         if isinstance(response, StreamResponse):
-            if not await _write_stream(reader, writer, request, response, keep_alive, clock()):
+            if not await _write_stream(heads, writer, request, response, keep_alive, clock()):
                 return
         elif isinstance(response, Response):
+            if keep_alive and not request.body_complete and not request.can_discard(DISCARD_LIMIT):
+                keep_alive = False  # say so in the answer, not by a silent close after it
             await _write_response(writer, request, response, keep_alive, clock())
             if not keep_alive:
+                if not request.body_complete:
+                    await _linger(reader, writer)
                 return
         else:  # Hijack
+            if heads.has_pending:  # cannot happen: a head read takes every pushed-back byte
+                logger.error("HTTP error: bytes left before a hijacked %s", request.path)
+                return
             try:
                 await response.run(request, reader, writer)
             except (ClientDisconnected, ConnectionError, ssl.SSLError) as exc:
@@ -360,9 +437,18 @@ class APIServer:
     """One listener per host, all serving `handler`; owns its connections and their tasks."""
 
     def __init__(
-        self, handler: Handler, hosts: list[str], ssl_context: ssl.SSLContext | None = None
+        self,
+        handler: Handler,
+        hosts: list[str],
+        ssl_context: ssl.SSLContext | None = None,
+        limits: ServerLimits | None = None,
+        versions: VersionRange | None = None,
     ) -> None:
         self._handler = handler
+        self._limits = limits or ServerLimits()
+        self._versions = versions
+        self._at_cap = False
+        self._refused = 0
         self._hosts = list(hosts)
         self._ssl = ssl_context
         self._servers: list[tuple[Listener, asyncio.Server]] = []
@@ -455,14 +541,41 @@ class APIServer:
         if self._closing:
             writer.close()
             return
+        cap = self._limits.max_connections
+        if cap and len(self._tasks) >= cap:
+            self._refuse(writer, cap)
+            return
+        if self._at_cap:
+            self._at_cap = False
+            logger.info(
+                "Connection limit no longer reached: %d connections refused meanwhile",
+                self._refused,
+            )
+            self._refused = 0
         task = asyncio.ensure_future(self._serve(reader, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _refuse(self, writer: asyncio.StreamWriter, cap: int) -> None:
+        """Close a connection over the cap at once; logged when the cap is first reached."""
+        self._refused += 1
+        if not self._at_cap:
+            self._at_cap = True
+            peer = writer.get_extra_info("peername")
+            logger.warning(
+                "Connection limit reached: %d open connections (--api-max-connections); "
+                "closing new connections (first from %s) until some close",
+                cap,
+                peer or "a client",
+            )
+        writer.transport.abort()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
-            await serve_connection(self._handler, reader, writer, self._clock)
+            await serve_connection(
+                self._handler, reader, writer, self._clock, self._limits, self._versions
+            )
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
             logger.debug("client connection lost: %s", exc)
         except Exception as exc:

@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT: Final = 30.0
 _READ_SIZE: Final = 256 * 1024
+_HTTP_STARTS: Final = frozenset((b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO"))
+"""Record headers that are really plain HTTP: the ones Go's server answers with a hint."""
+PLAIN_HTTP_ANSWER: Final = (
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+)
 
 
 class TLSTransport(asyncio.Transport):
@@ -109,6 +114,7 @@ class TLSServerProtocol(asyncio.Protocol):
         self._eof_received = False
         self._write_paused = False
         self._error: BaseException | None = None
+        self._first: bytes | None = b""  # until 5 bytes tell TLS from plain HTTP
 
     def raw_transport(self) -> asyncio.Transport:
         assert self._raw is not None
@@ -126,6 +132,14 @@ class TLSServerProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing or self._eof_received:
             return  # nothing more is read after a failed handshake or the peer's EOF
+        if self._app_transport is None and self._first is not None:
+            self._first += data
+            if len(self._first) < 5:
+                return
+            data, self._first = self._first, None
+            if data[:5] in _HTTP_STARTS:
+                self._refuse_plain_http()
+                return
         self._incoming.write(data)
         if self._app_transport is None:
             self._handshake()
@@ -189,6 +203,15 @@ class TLSServerProtocol(asyncio.Protocol):
             self._app.pause_writing()
         if self._incoming.pending:
             self._read_records()
+
+    def _refuse_plain_http(self) -> None:
+        """Answer plain HTTP as the engine does, so the client says why it failed."""
+        logger.debug("plain HTTP request on a TLS listener")
+        self._closing = True
+        self._cancel_timer()
+        raw = self.raw_transport()
+        raw.write(PLAIN_HTTP_ANSWER)
+        raw.close()
 
     def _handshake_expired(self) -> None:
         self._timer = None
