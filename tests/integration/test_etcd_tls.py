@@ -93,10 +93,9 @@ def rejections(store: Etcd) -> int:
 
 
 @pytest.fixture(scope="module")
-def pki() -> PKI:
-    base = tempfile.mkdtemp(prefix="shoal-etcd-pki-")
-    return PKI(make_ca_and_certs(os.path.join(base, "store")),
-               make_ca_and_certs(os.path.join(base, "other")))
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    base = tmp_path_factory.mktemp("etcd-pki")
+    return PKI(make_ca_and_certs(base / "store"), make_ca_and_certs(base / "other"))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -201,6 +200,8 @@ async def test_leader_election_over_tls(etcd: Etcd, pki: PKI, joined: Joiner) ->
         assert dead is not None
         dead.send_signal(signal.SIGKILL)
         await dead.wait()
+        with contextlib.suppress(OSError):
+            os.unlink(managers[primary].log_path)
         survivor = managers[1 - primary]
         await wait_until(lambda: one_primary([survivor]), 30, "the replica to take over")
         await survivor.wait_nodes(1, timeout=30)
