@@ -144,6 +144,22 @@ _PREFIX = "failed to connect to all addresses; last error: "
             "signature failure: OK)",
         ),
         (
+            "UNAVAILABLE: ipv4:127.0.0.1:2379: Custom verification check failed with error: "
+            "UNAUTHENTICATED: Hostname Verification Check failed.",
+            True,
+            "etcd: cannot connect to 127.0.0.1:2379: the store's certificate does not name "
+            "this address (Custom verification check failed with error: UNAUTHENTICATED: "
+            "Hostname Verification Check failed.)",
+        ),
+        (
+            "UNAVAILABLE: ipv4:127.0.0.1:2379: Handshake read failed (recvmsg:Connection "
+            "reset by peer (104))",
+            True,
+            "etcd: cannot connect to 127.0.0.1:2379: the store broke off the TLS handshake; "
+            "does it speak TLS? (Handshake read failed (recvmsg:Connection reset by peer "
+            "(104)))",
+        ),
+        (
             "UNKNOWN: ipv4:127.0.0.1:2379: Failed to connect to remote host: "
             "Connection refused",
             True,

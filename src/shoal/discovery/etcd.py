@@ -40,8 +40,9 @@ _TLS_HINTS = (
     ("CERTIFICATE_REQUIRED", "the store refused the client certificate (kv.certfile)"),
     ("certificate signature failure", "the store's certificate is not signed by kv.cacertfile"),
     ("CERTIFICATE_VERIFY_FAILED", "the store's certificate is not signed by kv.cacertfile"),
-    ("Peer name", "the store's certificate does not name this address"),
+    ("Hostname Verification", "the store's certificate does not name this address"),
     ("WRONG_VERSION_NUMBER", "the store does not speak TLS on this address"),
+    ("Handshake read failed", "the store broke off the TLS handshake; does it speak TLS?"),
 )
 _PLAIN_HINTS = (
     ("Socket closed", "does the store require TLS? Give --discovery-opt kv.cacertfile, "
