@@ -2,7 +2,8 @@
 TCP proxy that can cut one client off from a store (the partition test).
 
 Each store runs from Debian's packages in its own temporary data directory, on free
-ports, and is stopped by PID.
+ports, and is stopped by PID. etcd can serve its clients over TLS and require a client
+certificate signed by the test's CA (``Etcd(tls=...)``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import tempfile
 import time
 
+from tests.certs import CertPaths
 from tests.integration.manager import free_port
 
 ETCD = "/usr/bin/etcd"
@@ -90,17 +92,31 @@ class Store:
 
 
 class Etcd(Store):
-    """Debian's etcd-server (v3 API), one member."""
+    """Debian's etcd-server (v3 API), one member.
+
+    With ``tls``, clients must speak TLS and show a certificate signed by ``tls.ca``
+    (``--client-cert-auth``); the server presents ``tls.cert``.
+    """
 
     scheme = "etcd"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: CertPaths | None = None) -> None:
         super().__init__()
         self.peer_port = free_port()
+        self.tls = tls
 
     def argv(self) -> list[str]:
-        client = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        client = f"{scheme}://127.0.0.1:{self.port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
+        secure: list[str] = []
+        if self.tls is not None:
+            secure = [
+                "--cert-file", self.tls.cert,
+                "--key-file", self.tls.key,
+                "--trusted-ca-file", self.tls.ca,
+                "--client-cert-auth",
+            ]
         return [
             ETCD,
             "--name", "shoal-test",
@@ -112,6 +128,7 @@ class Etcd(Store):
             "--initial-cluster", f"shoal-test={peer}",
             "--heartbeat-interval", "50",
             "--election-timeout", "250",
+            *secure,
         ]
 
 

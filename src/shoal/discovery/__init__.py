@@ -1,5 +1,12 @@
 """Discovery backends: where the manager learns its engines' addresses."""
 
+import os
+
+# gRPC's C core (under the etcd client) writes its own copy of every connection error to
+# stderr, outside shoal's log format; shoal reports those errors itself. Read once, when
+# grpc is first imported, so it is set here, before any backend; an operator's value wins.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 from shoal.discovery.base import (
     Discovery,
     DiscoveryError,

@@ -1,16 +1,22 @@
-"""etcd v3 backend (through aetcd): leased keys for registrations and the leader lock."""
+"""etcd v3 backend (through aetcd): leased keys for registrations and the leader lock.
+
+With the ``kv.*file`` options the client speaks TLS and shows its certificate
+(``TLSClient``); store errors become one-line StoreErrors that say what went wrong.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import math
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions
 
+from shoal.discovery.etcd_tls import EtcdCredentials, TLSClient
 from shoal.discovery.kv import KVURL, KVBackend, StoreError
 from shoal.leadership.store import LockLost, LockStore
 
@@ -24,27 +30,75 @@ ACQUIRE_POLL = 5.0
 T = TypeVar("T")
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return f"etcd: {text}"
+_GRPC_PREFIX = re.compile(
+    r"^failed to connect to all addresses; last error: [A-Z_]+: (?:ipv[46]:\S+: |unix:\S+: )?"
+)
+# What gRPC's terse transport errors mean, by connection kind (TLS or plaintext).
+_TLS_HINTS = (
+    ("TSI_DATA_CORRUPTED", "the store refused the client certificate (kv.certfile)"),
+    ("BAD_CERTIFICATE", "the store refused the client certificate (kv.certfile)"),
+    ("CERTIFICATE_REQUIRED", "the store refused the client certificate (kv.certfile)"),
+    ("certificate signature failure", "the store's certificate is not signed by kv.cacertfile"),
+    ("CERTIFICATE_VERIFY_FAILED", "the store's certificate is not signed by kv.cacertfile"),
+    ("Hostname Verification", "the store's certificate does not name this address"),
+    ("WRONG_VERSION_NUMBER", "the store does not speak TLS on this address"),
+    ("Handshake read failed", "the store broke off the TLS handshake; does it speak TLS?"),
+)
+_PLAIN_HINTS = (
+    ("Socket closed", "does the store require TLS? Give --discovery-opt kv.cacertfile, "
+     "kv.certfile and kv.keyfile"),
+)
+
+
+def describe(exc: BaseException, addr: str, tls: bool) -> str:
+    """One line for an etcd failure: the address, gRPC's reason and what it likely means."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, TimeoutError | aetcd.exceptions.ConnectionTimeoutError):
+        return f"etcd: no answer from {addr} in time ({text})"
+    if not isinstance(exc, aetcd.exceptions.ConnectionFailedError):
+        return f"etcd: {text}"
+    reason = _GRPC_PREFIX.sub("", text)
+    for needle, hint in _TLS_HINTS if tls else _PLAIN_HINTS:
+        if needle in reason:
+            return f"etcd: cannot connect to {addr}: {hint} ({reason})"
+    return f"etcd: cannot connect to {addr}: {reason}"
 
 
 class EtcdBackend(KVBackend):
-    """One aetcd client; on a connection failure the next address is tried."""
+    """One aetcd client (over TLS when given credentials); on a connection failure the
+    next address is tried."""
 
-    def __init__(self, url: KVURL, op_timeout: float = OP_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: KVURL,
+        credentials: EtcdCredentials | None = None,
+        op_timeout: float = OP_TIMEOUT,
+    ) -> None:
         self.url = url
+        self.credentials = credentials
         self.op_timeout = op_timeout
         self._index = 0
         self._client: aetcd.Client | None = None
         self._lease: Any = None
         self._lease_ttl = 0
 
+    @property
+    def addr(self) -> str:
+        """The address the current (or next) client dials."""
+        host, port = self.url.hosts[self._index % len(self.url.hosts)]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     def client(self) -> aetcd.Client:
         if self._client is None:
             host, port = self.url.hosts[self._index % len(self.url.hosts)]
-            self._client = aetcd.Client(host, port, timeout=self.op_timeout)
+            if self.credentials is not None:
+                self._client = TLSClient(host, port, self.credentials, self.op_timeout)
+            else:
+                self._client = aetcd.Client(host, port, timeout=self.op_timeout)
         return self._client
+
+    def describe(self, exc: BaseException) -> str:
+        return describe(exc, self.addr, self.credentials is not None)
 
     async def call(self, op: Callable[[aetcd.Client], Awaitable[T]]) -> T:
         """Run one call on the client; failures become StoreError (and rotate addresses)."""
@@ -53,11 +107,12 @@ class EtcdBackend(KVBackend):
             async with asyncio.timeout(self.op_timeout + 1):
                 return await op(client)
         except (aetcd.exceptions.ClientError, TimeoutError, OSError) as exc:
+            message = self.describe(exc)
             if len(self.url.hosts) > 1 and isinstance(
                 exc, aetcd.exceptions.ConnectionFailedError | TimeoutError
             ):
                 await self._rotate(client)
-            raise StoreError(_describe(exc)) from None
+            raise StoreError(message) from None
 
     async def _rotate(self, client: Any) -> None:
         if id(self._client) == id(client):
@@ -75,7 +130,7 @@ class EtcdBackend(KVBackend):
         try:
             watch = await client.watch(key, range_end=range_end, start_revision=start_revision)
         except (aetcd.exceptions.ClientError, OSError) as exc:
-            raise StoreError(_describe(exc)) from None
+            raise StoreError(self.describe(exc)) from None
         queue: asyncio.Queue[object] = asyncio.Queue()
 
         async def pump() -> None:
@@ -84,7 +139,7 @@ class EtcdBackend(KVBackend):
                     queue.put_nowait(event)
                 queue.put_nowait(StoreError("etcd: watch closed"))
             except Exception as exc:
-                queue.put_nowait(StoreError(_describe(exc)))
+                queue.put_nowait(StoreError(self.describe(exc)))
 
         task = asyncio.create_task(pump(), name="etcd watch")
         try:

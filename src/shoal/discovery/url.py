@@ -73,10 +73,9 @@ def _kv_backend(url: KVURL, ttl: float, options: Mapping[str, str]) -> KVBackend
     tls = tls_from_options(options)
     if url.scheme == "etcd":
         from shoal.discovery.etcd import EtcdBackend
+        from shoal.discovery.etcd_tls import load_credentials
 
-        if tls is not None:
-            raise DiscoveryError("etcd: TLS to the store is not supported by shoal yet")
-        return EtcdBackend(url)
+        return EtcdBackend(url, load_credentials(tls) if tls is not None else None)
     if url.scheme == "zk":
         from shoal.discovery.zk import ZKBackend
 
