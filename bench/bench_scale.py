@@ -21,7 +21,6 @@ import os
 import random
 import resource
 import signal
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -337,7 +336,7 @@ async def run_size(n: int, args: argparse.Namespace) -> Report:
 
 
 async def main(args: argparse.Namespace) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
     reports = []
     for n in args.sizes:

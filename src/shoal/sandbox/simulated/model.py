@@ -153,8 +153,8 @@ class SimContainer:
 
     def network_block(self, bridge_id: str, with_ip: bool) -> dict[str, Any]:
         ip = f"172.17.{self.ip_index // 250}.{self.ip_index % 250 + 2}" if with_ip else ""
-        mac = ("02:42:ac:11:%02x:%02x" % (self.ip_index // 250, self.ip_index % 250 + 2)
-               if with_ip else "")
+        high, low = self.ip_index // 250, self.ip_index % 250 + 2
+        mac = f"02:42:ac:11:{high:02x}:{low:02x}" if with_ip else ""
         endpoint = digest("ep", self.id) if with_ip else ""
         return {"IPAMConfig": None, "Links": None, "Aliases": None,
                 "NetworkID": bridge_id if with_ip else "", "EndpointID": endpoint,
@@ -666,8 +666,9 @@ class SimEngine:
         tag = tag or "latest"
         ref = f"{repo}@{tag}" if tag.startswith("sha256:") else f"{repo}:{tag}"
         layer = digest("layer", ref)[:12]
-        messages = [{"status": f"Pulling from {normalize_ref(repo).rsplit(':', 1)[0]}",
-                     "id": tag},
+        source = normalize_ref(repo).rsplit(":", 1)[0]
+        messages: list[dict[str, Any]] = [
+                    {"status": f"Pulling from {source}", "id": tag},
                     {"status": "Pulling fs layer", "progressDetail": {}, "id": layer},
                     {"status": "Download complete", "progressDetail": {}, "id": layer},
                     {"status": "Pull complete", "progressDetail": {}, "id": layer}]

@@ -166,7 +166,7 @@ class SimServer:
             port = int(sock.getsockname()[1])
             self.ports.append(port)
             self.by_port[port] = engine
-            await web.SockSite(self._runner, sock, shutdown_timeout=1.0).start()
+            await web.SockSite(self._runner, sock).start()
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -304,13 +304,18 @@ class SimServer:
         await resp.prepare(request)
         if c.running or condition == "next-exit":
             done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            engine.waiters.setdefault(c.id, []).append(
-                lambda code: done.done() or done.set_result(code))
+
+            def exited(code: int) -> None:
+                if not done.done():
+                    done.set_result(code)
+
+            engine.waiters.setdefault(c.id, []).append(exited)
             code = await done
         else:
             code = c.exit_code
-        await resp.write(encode({"Error": None, "StatusCode": code}))
-        await resp.write_eof()
+        with contextlib.suppress(ConnectionResetError):  # the client gave up waiting
+            await resp.write(encode({"Error": None, "StatusCode": code}))
+            await resp.write_eof()
         return resp
 
     async def _logs(self, request: web.Request, engine: SimEngine,
