@@ -9,8 +9,8 @@ and while idle. Nothing asserts timing; a phase that runs past its timeout print
 
     .venv/bin/python bench/bench_scale.py [--sizes 100,1000,5000] [--containers 30]
         [--samples 200] [--heavy-samples 20] [--creates 40] [--idle 60]
-        [--profile /tmp/profile] [--profile-seconds 60]
-    .venv/bin/python bench/bench_scale.py --summarize-profile /tmp/profile-N1000.txt
+        [--profile /tmp/profile]      # py-spy: /tmp/profile-N1000-{adopt,reads,create,idle}.txt
+    .venv/bin/python bench/bench_scale.py --summarize-profile /tmp/profile-N1000-adopt.txt
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,39 @@ class Process:
             await proc.wait()
             return b""
         return out if isinstance(out, bytes) else b""
+
+
+class Profiler:
+    """py-spy recording the manager, one raw file per phase; does nothing without a prefix.
+
+    py-spy pauses the process for each sample, so the figures of a profiled run are inflated:
+    take the table from a run without `--profile`.
+    """
+
+    def __init__(self, py_spy: str, prefix: str, fmt: str, pid: int, n: int) -> None:
+        self.py_spy, self.prefix, self.fmt, self.pid, self.n = py_spy, prefix, fmt, pid, n
+
+    @contextlib.asynccontextmanager
+    async def phase(self, name: str) -> AsyncIterator[None]:
+        if not self.prefix:
+            yield
+            return
+        out = f"{self.prefix}-N{self.n}-{name}.{PROFILE_SUFFIX[self.fmt]}"
+        spy = Process("py-spy", [self.py_spy, "record", "--pid", str(self.pid), "--format",
+                                 self.fmt, "--rate", "50", "-o", out])
+        await spy.start()
+        try:
+            yield
+        finally:
+            proc = spy.proc
+            if proc is not None and proc.returncode is None:
+                proc.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+                try:
+                    await asyncio.wait_for(proc.wait(), 60)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            print(f"  profile of {name}: {out}", file=sys.stderr, flush=True)
 
 
 async def start_simulator(n: int, k: int, seed: int) -> tuple[Process, str, int]:
@@ -308,7 +341,6 @@ async def run_size(n: int, args: argparse.Namespace) -> Report:
     port = free_port()
     manager = Process("manager", [sys.executable, "-m", "shoal", "manage", "-H",
                                   f"127.0.0.1:{port}", discovery])
-    profiler: Process | None = None
     base = f"http://127.0.0.1:{port}"
     direct = f"http://127.0.0.1:{first_port}"
     connector = aiohttp.TCPConnector(limit=32)
@@ -317,22 +349,19 @@ async def run_size(n: int, args: argparse.Namespace) -> Report:
         async with aiohttp.ClientSession(connector=connector) as session:
             started = time.monotonic()
             await manager.start(log_path=log_path)
-            if args.profile:
-                profiler = Process("py-spy", [
-                    args.py_spy, "record", "--pid", str(manager.pid), "--duration",
-                    str(args.profile_seconds), "--format", args.profile_format, "--rate", "50",
-                    "-o", f"{args.profile}-N{n}.{PROFILE_SUFFIX[args.profile_format]}"])
-                await profiler.start()
+            profiler = Profiler(args.py_spy, args.profile, args.profile_format, manager.pid, n)
             try:
-                await wait_adopted(session, base, log_path, n, args.containers, started,
-                                   args.adopt_timeout, report)
+                async with profiler.phase("adopt"):
+                    await wait_adopted(session, base, log_path, n, args.containers, started,
+                                       args.adopt_timeout, report)
                 listing = await get_json(session, base + "/containers/json?all=1")
                 report.add("ps -a entries", f"{len(listing):,}")
                 picks = random.Random(1).sample(listing, min(200, len(listing)))
                 ids = [c["Id"] for c in picks]
                 names = [c["Names"][0].lstrip("/") for c in picks]
-                shoal_p50 = await reads(session, base, ids, names, args, manager.pid, "shoal",
-                                        report)
+                async with profiler.phase("reads"):
+                    shoal_p50 = await reads(session, base, ids, names, args, manager.pid,
+                                            "shoal", report)
                 direct_listing = await get_json(session, direct + "/containers/json?all=1")
                 d_ids = [c["Id"] for c in direct_listing]
                 d_names = [c["Names"][0].lstrip("/") for c in direct_listing]
@@ -340,12 +369,14 @@ async def run_size(n: int, args: argparse.Namespace) -> Report:
                                          "engine", report)
                 report.add("shoal/engine p50 ratio", ", ".join(
                     f"{k} {shoal_p50[k] / direct_p50[k]:.1f}x" for k in shoal_p50))
-                await creates(session, base, 1, args.creates, manager.pid,
-                              args.phase_timeout, "a", report)
-                await creates(session, base, 8, args.creates * 2, manager.pid,
-                              args.phase_timeout, "b", report)
+                async with profiler.phase("create"):
+                    await creates(session, base, 1, args.creates, manager.pid,
+                                  args.phase_timeout, "a", report)
+                    await creates(session, base, 8, args.creates * 2, manager.pid,
+                                  args.phase_timeout, "b", report)
                 cpu0, wall0 = cpu_seconds(manager.pid), time.monotonic()
-                await asyncio.sleep(args.idle)
+                async with profiler.phase("idle"):
+                    await asyncio.sleep(args.idle)
                 idle = (cpu_seconds(manager.pid) - cpu0) / (time.monotonic() - wall0) * 100
                 report.add(f"manager CPU idle ({args.idle:.0f} s after the runs)",
                            f"{idle:.1f}% of a core")
@@ -358,11 +389,6 @@ async def run_size(n: int, args: argparse.Namespace) -> Report:
                 report.add("simulator 501s (routes not simulated)",
                            ", ".join(f"{k} x{v}" for k, v in sorted(gaps.items())) or "none")
     finally:
-        if profiler is not None:
-            assert profiler.proc is not None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(profiler.proc.wait(), args.profile_seconds + 30)
-            await profiler.stop()
         await manager.stop()
         await sim.stop()
         with contextlib.suppress(OSError):
@@ -423,7 +449,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--adopt-timeout", type=float, default=600.0)
     parser.add_argument("--phase-timeout", type=float, default=300.0)
     parser.add_argument("--profile", default="", help="py-spy output prefix (off if empty)")
-    parser.add_argument("--profile-seconds", type=int, default=60)
     parser.add_argument("--profile-format", default="raw", choices=("raw", "flamegraph",
                                                                     "speedscope"))
     parser.add_argument("--py-spy", default=str(Path(sys.executable).parent / "py-spy"))
