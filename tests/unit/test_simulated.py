@@ -237,3 +237,17 @@ async def test_served_engines_stream_events_and_count_gaps() -> None:
                 assert (await resp.json())["unknown"] == {"GET /swarm": 1}
     finally:
         await server.stop()
+
+
+def test_wait_conditions_wake_on_exit_or_removal(engine: SimEngine) -> None:
+    c = engine.create("waited", {"Image": "busybox"})
+    engine.start(c.id)
+    woken: list[tuple[str, int]] = []
+    for condition in ("not-running", "removed"):
+        engine.waiters.setdefault(c.id, []).append(
+            (condition, lambda code, cond=condition: woken.append((cond, code))))
+    engine.kill(c.id)
+    assert woken == [("not-running", 137)]
+    engine.remove(c.id, force=False, volumes=False)
+    assert woken == [("not-running", 137), ("removed", 137)]
+    assert c.id not in engine.waiters

@@ -12,7 +12,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -230,7 +230,7 @@ class SimEngine:
     """One simulated dockerd: its objects, its event log and its live `/events` listeners."""
 
     def __init__(self, spec: EngineSpec, containers: int, seed: int = 0,
-                 clock: Any = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns) -> None:
         self.spec = spec
         self.clock = clock
         self.seed = seed
@@ -241,8 +241,9 @@ class SimEngine:
         self.networks: dict[str, SimNetwork] = {}
         self.volumes: dict[str, SimVolume] = {}
         self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=EVENT_HISTORY)
-        self.listeners: set[Any] = set()
-        self.waiters: dict[str, list[Any]] = {}
+        self.listeners: set[Callable[[dict[str, Any]], None]] = set()
+        #: `POST /wait` callers per container: (condition, called with the exit code).
+        self.waiters: dict[str, list[tuple[str, Callable[[int], None]]]] = {}
         self._serial = 0
         self._pid = 1000
         for ref, size in BASE_IMAGES:
@@ -588,8 +589,17 @@ class SimEngine:
         if c.network_mode in ("default", "bridge"):
             self.emit("network", "disconnect", self.bridge_id,
                       {"container": c.id, "name": "bridge", "type": "bridge"})
-        for waiter in self.waiters.pop(c.id, []):
-            waiter(code)
+        self._wake(c.id, ("not-running", "next-exit"), code)
+
+    def _wake(self, cid: str, conditions: tuple[str, ...], code: int) -> None:
+        waiting = self.waiters.get(cid, [])
+        for _, wake in [w for w in waiting if w[0] in conditions]:
+            wake(code)
+        rest = [w for w in waiting if w[0] not in conditions]
+        if rest:
+            self.waiters[cid] = rest
+        else:
+            self.waiters.pop(cid, None)
 
     def stop(self, ref: str) -> bool:
         c = self.find(ref)
@@ -649,6 +659,7 @@ class SimEngine:
         self.container_event(c, "rename", oldName="/" + old)
 
     def remove(self, ref: str, force: bool, volumes: bool) -> None:
+        """`volumes` drops anonymous volumes on dockerd; simulated containers have none."""
         c = self.find(ref)
         if c.running:
             if not force:
@@ -659,6 +670,7 @@ class SimEngine:
         del self.containers[c.id]
         del self.by_name[c.name]
         self.container_event(c, "destroy")
+        self._wake(c.id, ("removed",), c.exit_code)
 
     # -- images, networks, volumes --------------------------------------------------
     def pull(self, repo: str, tag: str) -> list[dict[str, Any]]:

@@ -302,14 +302,14 @@ class SimServer:
         condition = request.query.get("condition") or "not-running"
         resp = web.StreamResponse(headers={**HEADERS, "Content-Type": "application/json"})
         await resp.prepare(request)
-        if c.running or condition == "next-exit":
+        if c.running or condition in ("next-exit", "removed"):
             done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
             def exited(code: int) -> None:
                 if not done.done():
                     done.set_result(code)
 
-            engine.waiters.setdefault(c.id, []).append(exited)
+            engine.waiters.setdefault(c.id, []).append((condition, exited))
             code = await done
         else:
             code = c.exit_code
