@@ -30,6 +30,19 @@ REAL_CONFIG_KEYS = {
     "AttachStderr", "AttachStdin", "AttachStdout", "Cmd", "Domainname", "Entrypoint", "Env",
     "Hostname", "Image", "Labels", "OnBuild", "OpenStdin", "StdinOnce", "Tty", "User",
     "Volumes", "WorkingDir"}
+REAL_HOST_CONFIG_KEYS = {
+    "AutoRemove", "Binds", "BlkioDeviceReadBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteBps",
+    "BlkioDeviceWriteIOps", "BlkioWeight", "BlkioWeightDevice", "CapAdd", "CapDrop", "Cgroup",
+    "CgroupParent", "CgroupnsMode", "ConsoleSize", "ContainerIDFile", "CpuCount", "CpuPercent",
+    "CpuPeriod", "CpuQuota", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpuShares",
+    "CpusetCpus", "CpusetMems", "DeviceCgroupRules", "DeviceRequests", "Devices", "Dns",
+    "DnsOptions", "DnsSearch", "ExtraHosts", "GroupAdd", "IOMaximumBandwidth", "IOMaximumIOps",
+    "IpcMode", "Isolation", "KernelMemory", "KernelMemoryTCP", "Links", "LogConfig",
+    "MaskedPaths", "Memory", "MemoryReservation", "MemorySwap", "MemorySwappiness", "NanoCpus",
+    "NetworkMode", "OomKillDisable", "OomScoreAdj", "PidMode", "PidsLimit", "PortBindings",
+    "Privileged", "PublishAllPorts", "ReadonlyPaths", "ReadonlyRootfs", "RestartPolicy",
+    "Runtime", "SecurityOpt", "ShmSize", "UTSMode", "Ulimits", "UsernsMode", "VolumeDriver",
+    "VolumesFrom"}
 REAL_LIST_KEYS = {"Command", "Created", "HostConfig", "Id", "Image", "ImageID", "Labels",
                   "Mounts", "Names", "NetworkSettings", "Ports", "State", "Status"}
 REAL_VERSION_KEYS = {"ApiVersion", "Arch", "BuildTime", "Components", "GitCommit", "GoVersion",
@@ -80,6 +93,7 @@ def test_generated_containers_look_like_dockerds(engine: SimEngine) -> None:
         assert set(doc) == REAL_INSPECT_KEYS
         assert set(doc["State"]) == REAL_STATE_KEYS
         assert set(doc["Config"]) == REAL_CONFIG_KEYS
+        assert set(doc["HostConfig"]) == REAL_HOST_CONFIG_KEYS
         assert doc["State"]["Running"] == (c.status == "running")
         assert doc["Name"] == "/" + c.name
         assert doc["HostConfig"]["Memory"] == c.memory

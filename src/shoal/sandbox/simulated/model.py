@@ -24,6 +24,10 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 EVENT_HISTORY = 1024
+MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                "/sys/firmware")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 #: Images every simulated engine starts with: (reference, size in bytes).
 BASE_IMAGES = (("busybox:latest", 1_984_348), ("nginx:1.25", 187_000_000),
                ("redis:7", 138_000_000))
@@ -452,6 +456,12 @@ class SimEngine:
                 "CpusetCpus": "", "CpusetMems": "", "Devices": [], "MemoryReservation": 0,
                 "MemorySwap": c.memory * 2 if c.memory else 0, "MemorySwappiness": None,
                 "OomKillDisable": False, "PidsLimit": None, "Ulimits": [],
+                "BlkioWeightDevice": [], "BlkioDeviceReadBps": [], "BlkioDeviceWriteBps": [],
+                "BlkioDeviceReadIOps": [], "BlkioDeviceWriteIOps": [],
+                "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "DeviceCgroupRules": None,
+                "DeviceRequests": None, "KernelMemory": 0, "KernelMemoryTCP": 0,
+                "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
+                "MaskedPaths": list(MASKED_PATHS), "ReadonlyPaths": list(READONLY_PATHS),
             },
             "GraphDriver": {"Data": {"MergedDir": f"/var/lib/docker/overlay2/{c.id}/merged"},
                             "Name": "overlay2"},
