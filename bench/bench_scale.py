@@ -40,6 +40,7 @@ from tests.integration.manager import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 READ_TIMEOUT = 120.0
+NOFILE = 1_048_576
 PROFILE_SUFFIX = {"raw": "txt", "flamegraph": "svg", "speedscope": "json"}
 
 
@@ -423,8 +424,13 @@ def summarize_profile(path: str, top: int = 25) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
+    # The manager holds several connections per engine: children inherit this limit.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))  # root may raise `hard`
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print(f"RLIMIT_NOFILE: {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}", file=sys.stderr)
     reports = []
     for n in args.sizes:
         reports.append(await run_size(n, args))

@@ -71,10 +71,15 @@ def parse_filters(raw: str) -> dict[str, list[str]]:
 
 
 def raise_nofile(wanted: int) -> None:
-    """Serving thousands of ports needs thousands of descriptors."""
+    """Serving thousands of ports needs thousands of descriptors: raise the soft limit, and
+    the hard one too where allowed (root)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= wanted:
         return
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(target, soft), hard))
@@ -155,7 +160,7 @@ class SimServer:
         return f"nodes://{self.host}:[{first}:{last}]"
 
     async def start(self) -> None:
-        raise_nofile(len(self.engines) * 4 + 1024)
+        raise_nofile(len(self.engines) * 12 + 1024)
         sockets = bind_range(len(self.engines), self.host, self.low_port)
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
