@@ -206,8 +206,10 @@ async def wait_adopted(session: aiohttp.ClientSession, url: str, log_path: str, 
     load the very manager being timed), then every container cached, from `/info`."""
     deadline = started + timeout
     healthy_at: float | None = None
+    registered = 0
     while time.monotonic() < deadline and healthy_at is None:
-        if await asyncio.to_thread(count_registered, log_path) >= n:
+        registered = await asyncio.to_thread(count_registered, log_path)
+        if registered >= n:
             healthy_at = time.monotonic() - started
         else:
             await asyncio.sleep(0.1)
@@ -233,7 +235,7 @@ async def wait_adopted(session: aiohttp.ClientSession, url: str, log_path: str, 
                 report.add("every container cached after start", f"{cached_at:.1f} s")
                 return
         await asyncio.sleep(1.0)
-    raise PhaseTimeout("adoption")
+    raise PhaseTimeout(f"adoption ({registered} of {n} engines registered)")
 
 
 async def timed(count: int, call: Callable[[int], Awaitable[None]], budget: float,
