@@ -9,6 +9,7 @@ and while idle. Nothing asserts timing; a phase that runs past its timeout print
 
     .venv/bin/python bench/bench_scale.py [--sizes 100,1000,5000] [--containers 30]
         [--samples 200] [--heavy-samples 20] [--creates 40] [--idle 60]
+        [--manage-args '--strategy binpack'] [--json out.json]
         [--profile /tmp/profile]      # py-spy: /tmp/profile-N1000-{adopt,reads,create,idle}.txt
     .venv/bin/python bench/bench_scale.py --summarize-profile /tmp/profile-N1000-adopt.txt
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import re
@@ -186,8 +188,6 @@ async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
         body = await resp.read()
         if resp.status != 200:
             raise RuntimeError(f"GET {url}: {resp.status} {body[:200]!r}")
-        import json
-
         return json.loads(body)
 
 
@@ -343,7 +343,7 @@ async def run_size(n: int, args: argparse.Namespace) -> Report:
     sim, discovery, first_port = await start_simulator(n, args.containers, args.seed)
     port = free_port()
     manager = Process("manager", [sys.executable, "-m", "shoal", "manage", "-H",
-                                  f"127.0.0.1:{port}", discovery])
+                                  f"127.0.0.1:{port}", *args.manage_args.split(), discovery])
     base = f"http://127.0.0.1:{port}"
     direct = f"http://127.0.0.1:{first_port}"
     connector = aiohttp.TCPConnector(limit=32)
@@ -440,6 +440,9 @@ async def main(args: argparse.Namespace) -> None:
     for report in reports:
         print(report.table())
         print()
+    if args.json:
+        data = [{"n": r.n, "k": r.k, "rows": dict(r.rows)} for r in reports]
+        await asyncio.to_thread(Path(args.json).write_text, json.dumps(data, indent=2) + "\n")
 
 
 def parse_args() -> argparse.Namespace:
@@ -456,6 +459,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--adopt-timeout", type=float, default=600.0)
     parser.add_argument("--phase-timeout", type=float, default=300.0)
+    parser.add_argument("--manage-args", default="",
+                        help="extra `shoal manage` flags, e.g. '--strategy binpack'")
+    parser.add_argument("--json", default="", help="also write the tables to this file")
     parser.add_argument("--profile", default="", help="py-spy output prefix (off if empty)")
     parser.add_argument("--profile-format", default="raw", choices=("raw", "flamegraph",
                                                                     "speedscope"))
