@@ -420,13 +420,15 @@ def _add_sandbox(group: AliasGroup) -> None:
         if (nodes is None) == (simulated is None):
             raise click.UsageError("give exactly one of -n/--nodes and --simulated")
         if simulated is not None:
+            import uvloop
+
             from shoal.sandbox.cli import sandbox_simulated
 
             def emit(line: str) -> None:
                 click.echo(line)
 
-            try:
-                asyncio.run(sandbox_simulated(simulated, containers, labels, emit=emit,
+            try:  # uvloop, as for `manage`: the simulator must not be what a benchmark times
+                uvloop.run(sandbox_simulated(simulated, containers, labels, emit=emit,
                                               seed=seed, low_port=low_port))
             except (ValueError, OSError) as exc:
                 _fail(str(exc))
