@@ -411,15 +411,42 @@ def _add_sandbox(group: AliasGroup) -> None:
     def tag_kwargs(tag: str | None) -> dict[str, str]:
         return {} if tag is None else {"tag": tag}
 
-    @sandbox.command("up", help="Start N dockerd nodes", context_settings=CONTEXT)
-    @click.option("-n", "--nodes", "nodes", type=click.IntRange(min=1), required=True,
+    @sandbox.command("up", help="Start N dockerd nodes (or N simulated engines)",
+                     context_settings=CONTEXT)
+    @click.option("-n", "--nodes", "nodes", type=click.IntRange(min=1), default=None,
                   help="number of nodes")
     @click.option("--label", "labels", multiple=True, metavar="[node-I:]KEY=VALUE",
                   help="engine label, for one node or all (repeatable)")
+    @click.option("--simulated", type=click.IntRange(min=1), default=None, metavar="N",
+                  help="serve N simulated engines in the foreground instead of real nodes")
+    @click.option("--containers", type=click.IntRange(min=0), default=30, show_default=True,
+                  help="containers on each simulated engine")
+    @click.option("--seed", type=int, default=0, show_default=True,
+                  help="seed of the simulated engines' generated state")
+    @click.option("--port", "low_port", type=click.IntRange(1, 65535), default=20000,
+                  show_default=True, help="lowest port of the simulated engines' range")
     @tag_option
-    def up(nodes: int, labels: tuple[str, ...], tag: str | None) -> None:
+    def up(nodes: int | None, labels: tuple[str, ...], simulated: int | None, containers: int,
+           seed: int, low_port: int, tag: str | None) -> None:
+        if (nodes is None) == (simulated is None):
+            raise click.UsageError("give exactly one of -n/--nodes and --simulated")
+        if simulated is not None:
+            import uvloop
+
+            from shoal.sandbox.cli import sandbox_simulated
+
+            def emit(line: str) -> None:
+                click.echo(line)
+
+            try:  # uvloop, as for `manage`: the simulator must not be what a benchmark times
+                uvloop.run(sandbox_simulated(simulated, containers, labels, emit=emit,
+                                              seed=seed, low_port=low_port))
+            except (ValueError, OSError) as exc:
+                _fail(str(exc))
+            return
         from shoal.sandbox.cli import sandbox_up
 
+        assert nodes is not None
         try:
             text = asyncio.run(sandbox_up(nodes, labels, **tag_kwargs(tag)))
         except ValueError as exc:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shoal.sandbox import procs, state
 from shoal.sandbox.cluster import Sandbox
 from shoal.sandbox.node import SandboxNode, ping
+from shoal.sandbox.simulated import SimEngine, SimServer, engine_spec
+from shoal.sandbox.simulated.server import LOW_PORT
 
 DEFAULT_TAG = "dev"
 
@@ -48,6 +53,49 @@ async def sandbox_up(n: int, labels: Sequence[str] = (), tag: str = DEFAULT_TAG)
     lines.append(f"export DOCKER_HOST={first.docker_host}   # talk to {first.name} directly")
     lines.append(f"state: {state.state_path(tag)}; stop with: shoal sandbox down --tag {tag}")
     return "\n".join(lines)
+
+
+async def sandbox_simulated(
+    n: int,
+    containers: int,
+    labels: Sequence[str] = (),
+    *,
+    emit: Callable[[str], None],
+    seed: int = 0,
+    low_port: int = LOW_PORT,
+    stop: asyncio.Event | None = None,
+) -> dict[str, int]:
+    """Serve N simulated engines in the foreground until SIGINT/SIGTERM (or `stop`).
+
+    Prints the discovery string first, and on the way out the count of each request the
+    simulator could not answer (501), which it also returns.
+    """
+    per_node = parse_labels(labels, n)
+    engines = [
+        SimEngine(engine_spec(i, seed, [f"{k}={v}" for k, v in sorted(per_node[i].items())]),
+                  containers, seed)
+        for i in range(n)
+    ]
+    server = SimServer(engines, low_port=low_port)
+    stopping = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await server.start()
+        emit(f"discovery: {server.discovery}")
+        emit(f"{n} simulated engines, {n * containers} containers; "
+             f"node-0 at tcp://127.0.0.1:{server.ports[0]}; stop with Ctrl-C or SIGTERM")
+        await stopping.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await server.stop()
+    gaps = dict(server.unknown)
+    emit(f"requests: {server.requests}; unimplemented (501): "
+         + (", ".join(f"{k} x{v}" for k, v in sorted(gaps.items())) or "none"))
+    return gaps
 
 
 async def sandbox_down(tag: str = DEFAULT_TAG) -> None:

@@ -1,0 +1,776 @@
+"""The state of one simulated Docker engine, and the Docker API documents rendered from it.
+
+Containers are compact records; their inspect and list documents are built from the
+record and a shared template on each request, so 150,000 containers stay cheap to hold.
+Shapes follow what dockerd 20.10 (API 1.41) answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+SERVER_VERSION = "20.10.24"
+API_VERSION = "1.41"
+MIN_API_VERSION = "1.12"
+ZERO_TIME = "0001-01-01T00:00:00Z"
+NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+EVENT_HISTORY = 1024
+MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                "/sys/firmware")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+#: Images every simulated engine starts with: (reference, size in bytes).
+BASE_IMAGES = (("busybox:latest", 1_984_348), ("nginx:1.25", 187_000_000),
+               ("redis:7", 138_000_000))
+#: Apps the generated containers belong to, for realistic labels and commands.
+APPS = (("web", "nginx:1.25", ["nginx", "-g", "daemon off;"]),
+        ("cache", "redis:7", ["redis-server"]),
+        ("job", "busybox:latest", ["sleep", "3600"]))
+
+
+class SimError(Exception):
+    """An error answered like dockerd: an HTTP status and a message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def digest(*parts: object) -> str:
+    """A stable 64-hex ID from the parts, so a run is reproducible for a seed."""
+    return hashlib.sha256("/".join(str(p) for p in parts).encode()).hexdigest()
+
+
+def key_id(seed: str) -> str:
+    """A daemon ID in dockerd 20.10's format: 12 groups of 4 base32 characters."""
+    raw = hashlib.sha512(seed.encode()).digest()
+    chars = "".join(KEY_ALPHABET[b % 32] for b in raw[:48])
+    return ":".join(chars[i:i + 4] for i in range(0, 48, 4))
+
+
+def docker_time(nano: int) -> str:
+    """RFC 3339 with nanoseconds, as dockerd writes `Created` and `StartedAt`."""
+    if nano <= 0:
+        return ZERO_TIME
+    seconds, frac = divmod(nano, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{frac:09d}Z"
+
+
+def parse_time_nano(value: str) -> int:
+    """`since`/`until` as dockerd takes them: `SECONDS[.NANOS]` or an RFC 3339 time."""
+    value = value.strip()
+    if not value:
+        return 0
+    if re.fullmatch(r"\d+(\.\d{1,9})?", value):
+        seconds, _, frac = value.partition(".")
+        return int(seconds) * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SimError(400, f"failed to parse value {value} as a time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1_000_000_000)
+
+
+def human_ago(seconds: float) -> str:
+    """Go's `units.HumanDuration`, enough for the `Status` column."""
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 60:
+        return f"{int(seconds)} seconds"
+    minutes = int(seconds / 60)
+    if minutes < 60:
+        return "About a minute" if minutes == 1 else f"{minutes} minutes"
+    hours = int(seconds / 3600)
+    if hours < 48:
+        return "About an hour" if hours == 1 else f"{hours} hours"
+    return f"{hours // 24} days"
+
+
+@dataclass(slots=True)
+class SimContainer:
+    """What differs between containers; the rest of the inspect comes from the template."""
+
+    id: str
+    name: str
+    image: str
+    image_id: str
+    cmd: list[str]
+    created: int
+    labels: dict[str, str]
+    env: list[str]
+    memory: int = 0
+    cpu_shares: int = 0
+    nano_cpus: int = 0
+    network_mode: str = "default"
+    binds: list[str] = field(default_factory=list)
+    ip_index: int = 0
+    status: str = "created"
+    pid: int = 0
+    exit_code: int = 0
+    started_at: int = 0
+    finished_at: int = 0
+    restart_count: int = 0
+    restart_policy: str = "no"
+    tty: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "paused")
+
+    def status_text(self, now: float) -> str:
+        """The `Status` column of `docker ps`."""
+        if self.status == "running":
+            return "Up " + human_ago(now - self.started_at / 1e9)
+        if self.status == "paused":
+            return "Up " + human_ago(now - self.started_at / 1e9) + " (Paused)"
+        if self.status == "exited":
+            return f"Exited ({self.exit_code}) {human_ago(now - self.finished_at / 1e9)} ago"
+        return self.status.capitalize()
+
+    def mounts(self) -> list[dict[str, Any]]:
+        out = []
+        for bind in self.binds:
+            source, _, rest = bind.partition(":")
+            dest, _, mode = rest.partition(":")
+            if source.startswith("/"):
+                out.append({"Type": "bind", "Source": source, "Destination": dest, "Mode": mode,
+                            "RW": "ro" not in mode.split(","), "Propagation": "rprivate"})
+            else:
+                out.append({"Type": "volume", "Name": source,
+                            "Source": f"/var/lib/docker/volumes/{source}/_data",
+                            "Destination": dest, "Driver": "local", "Mode": mode or "z",
+                            "RW": "ro" not in mode.split(","), "Propagation": ""})
+        return out
+
+    def network_block(self, bridge_id: str, with_ip: bool) -> dict[str, Any]:
+        ip = f"172.17.{self.ip_index // 250}.{self.ip_index % 250 + 2}" if with_ip else ""
+        high, low = self.ip_index // 250, self.ip_index % 250 + 2
+        mac = f"02:42:ac:11:{high:02x}:{low:02x}" if with_ip else ""
+        endpoint = digest("ep", self.id) if with_ip else ""
+        return {"IPAMConfig": None, "Links": None, "Aliases": None,
+                "NetworkID": bridge_id if with_ip else "", "EndpointID": endpoint,
+                "Gateway": "172.17.0.1" if with_ip else "", "IPAddress": ip,
+                "IPPrefixLen": 16 if with_ip else 0, "IPv6Gateway": "",
+                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "MacAddress": mac,
+                "DriverOpts": None}
+
+
+@dataclass(slots=True)
+class SimImage:
+    id: str
+    tags: list[str]
+    size: int
+    created: int
+
+
+@dataclass(slots=True)
+class SimNetwork:
+    id: str
+    name: str
+    driver: str
+    created: int
+    subnet: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def document(self) -> dict[str, Any]:
+        config = [{"Subnet": self.subnet}] if self.subnet else []
+        return {"Name": self.name, "Id": self.id, "Created": docker_time(self.created),
+                "Scope": "local", "Driver": self.driver, "EnableIPv6": False,
+                "IPAM": {"Driver": "default", "Options": None, "Config": config},
+                "Internal": False, "Attachable": False, "Ingress": False,
+                "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": {},
+                "Options": {}, "Labels": dict(self.labels)}
+
+
+@dataclass(slots=True)
+class SimVolume:
+    name: str
+    created: int
+    labels: dict[str, str] | None = None
+
+    def document(self) -> dict[str, Any]:
+        return {"CreatedAt": docker_time(self.created)[:19] + "Z", "Driver": "local",
+                "Labels": self.labels, "Mountpoint": f"/var/lib/docker/volumes/{self.name}/_data",
+                "Name": self.name, "Options": None, "Scope": "local"}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSpec:
+    """Identity and size of one simulated engine."""
+
+    index: int
+    name: str
+    daemon_id: str
+    cpus: int
+    memory: int
+    labels: tuple[str, ...]
+
+
+def engine_spec(index: int, seed: int = 0, labels: Iterable[str] = ()) -> EngineSpec:
+    """Engines differ in size and zone, so scheduling over them is not trivial."""
+    rng = random.Random(f"{seed}/{index}")
+    cpus = rng.choice((2, 4, 8, 16))
+    memory = cpus * rng.choice((2, 4)) * 1024**3
+    zone = f"zone={'abc'[index % 3]}"
+    disk = f"storage={'ssd' if index % 2 == 0 else 'hdd'}"
+    return EngineSpec(index, f"node-{index}", key_id(f"{seed}/{index}"), cpus, memory,
+                      (zone, disk, *labels))
+
+
+class SimEngine:
+    """One simulated dockerd: its objects, its event log and its live `/events` listeners."""
+
+    def __init__(self, spec: EngineSpec, containers: int, seed: int = 0,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        self.spec = spec
+        self.clock = clock
+        self.seed = seed
+        self.boot = clock()
+        self.containers: dict[str, SimContainer] = {}
+        self.by_name: dict[str, str] = {}
+        self.images: dict[str, SimImage] = {}
+        self.networks: dict[str, SimNetwork] = {}
+        self.volumes: dict[str, SimVolume] = {}
+        self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=EVENT_HISTORY)
+        self.listeners: set[Callable[[dict[str, Any]], None]] = set()
+        #: `POST /wait` callers per container: (condition, called with the exit code).
+        self.waiters: dict[str, list[tuple[str, Callable[[int], None]]]] = {}
+        self._serial = 0
+        self._pid = 1000
+        for ref, size in BASE_IMAGES:
+            self._add_image(ref, size, self.boot - 86_400 * 10**9)
+        for name, driver, subnet in (("none", "null", ""), ("host", "host", ""),
+                                     ("bridge", "bridge", "172.17.0.0/16")):
+            net = SimNetwork(digest("net", spec.daemon_id, name), name, driver, self.boot,
+                             subnet)
+            self.networks[net.id] = net
+        self.bridge_id = next(n.id for n in self.networks.values() if n.name == "bridge")
+        self._populate(containers)
+
+    # -- generation --------------------------------------------------------------
+    def _populate(self, count: int) -> None:
+        rng = random.Random(f"{self.seed}/{self.spec.index}/containers")
+        now = self.clock()
+        # Generated containers of one app share their label, env and command objects
+        # (never mutated in place), which keeps 150,000 of them small.
+        shared = {
+            app: ({"com.example.app": app,
+                   "com.example.tier": "frontend" if app == "web" else "backend"},
+                  [f"APP={app}", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"],
+                  cmd, self._image_for(image).id)
+            for app, image, cmd in APPS
+        }
+        for i in range(count):
+            app, image, _ = APPS[i % len(APPS)]
+            labels, env, cmd, image_id = shared[app]
+            name = f"{app}-{self.spec.index}-{i}"
+            created = now - rng.randint(3600, 30 * 86_400) * 10**9
+            binds = [f"{name}-data:/data"] if app == "cache" else []
+            for bind in binds:
+                volume = bind.split(":", 1)[0]
+                self.volumes[volume] = SimVolume(volume, created)
+            c = SimContainer(
+                id=digest("c", self.spec.daemon_id, i), name=name, image=image,
+                image_id=image_id, cmd=cmd, created=created, labels=labels, env=env,
+                memory=rng.choice((0, 64, 128, 256)) * 1024**2,
+                cpu_shares=rng.choice((0, 0, 256, 512)), binds=binds,
+                restart_policy="always" if app != "job" else "no",
+            )
+            if rng.random() < 0.7:
+                c.status, c.started_at = "running", created + 10**9
+                c.pid = self._next_pid()
+                c.ip_index = self._next_ip()
+            else:
+                c.status, c.started_at = "exited", created + 10**9
+                c.finished_at = created + rng.randint(60, 3600) * 10**9
+                c.exit_code = rng.choice((0, 0, 1, 137))
+            self.containers[c.id] = c
+            self.by_name[c.name] = c.id
+
+    def _next_pid(self) -> int:
+        self._pid += 1
+        return self._pid
+
+    def _next_ip(self) -> int:
+        self._serial += 1
+        return self._serial
+
+    def _add_image(self, ref: str, size: int, created: int) -> SimImage:
+        image = SimImage("sha256:" + digest("img", ref), [ref], size, created)
+        self.images[image.id] = image
+        return image
+
+    # -- lookups -----------------------------------------------------------------
+    def _image_for(self, ref: str) -> SimImage:
+        found = self.find_image(ref)
+        if found is None:
+            raise SimError(404, f"No such image: {normalize_ref(ref)}")
+        return found
+
+    def find_image(self, ref: str) -> SimImage | None:
+        want = normalize_ref(ref)
+        for image in self.images.values():
+            if want in image.tags or image.id == ref or image.id == "sha256:" + ref or (
+                len(ref) >= 4 and image.id.removeprefix("sha256:").startswith(ref)
+            ):
+                return image
+        return None
+
+    def find(self, ref: str) -> SimContainer:
+        """By full ID, name or unique ID prefix, as dockerd resolves a container reference."""
+        ref = ref.lstrip("/")
+        c = self.containers.get(ref)
+        if c is not None:
+            return c
+        cid = self.by_name.get(ref)
+        if cid is not None:
+            return self.containers[cid]
+        if ref:
+            hits = [c for cid, c in self.containers.items() if cid.startswith(ref)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise SimError(400, f"multiple IDs found with provided prefix: {ref}")
+        raise SimError(404, f"No such container: {ref}")
+
+    # -- documents ---------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        running = sum(1 for c in self.containers.values() if c.status == "running")
+        paused = sum(1 for c in self.containers.values() if c.status == "paused")
+        return {
+            "ID": self.spec.daemon_id, "Containers": len(self.containers),
+            "ContainersRunning": running, "ContainersPaused": paused,
+            "ContainersStopped": len(self.containers) - running - paused,
+            "Images": len(self.images), "Driver": "overlay2",
+            "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"],
+                             ["Native Overlay Diff", "true"], ["userxattr", "false"]],
+            "Plugins": {"Volume": ["local"],
+                        "Network": ["bridge", "host", "ipvlan", "macvlan", "null", "overlay"],
+                        "Authorization": None, "Log": ["json-file", "local", "syslog"]},
+            "MemoryLimit": True, "SwapLimit": True, "KernelMemory": True,
+            "KernelMemoryTCP": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
+            "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True,
+            "BridgeNfIptables": True, "BridgeNfIp6tables": True, "Debug": False,
+            "NFd": 32, "OomKillDisable": True, "NGoroutines": 47,
+            "SystemTime": docker_time(self.clock()), "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs", "CgroupVersion": "1",
+            "NEventsListener": len(self.listeners), "KernelVersion": "6.1.0-sim",
+            "OperatingSystem": "Debian GNU/Linux 12 (bookworm) (simulated)", "OSVersion": "12",
+            "OSType": "linux", "Architecture": "x86_64",
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": {"AllowNondistributableArtifactsCIDRs": [],
+                               "AllowNondistributableArtifactsHostnames": [],
+                               "InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {},
+                               "Mirrors": []},
+            "NCPU": self.spec.cpus, "MemTotal": self.spec.memory, "GenericResources": None,
+            "DockerRootDir": "/var/lib/docker", "HttpProxy": "", "HttpsProxy": "",
+            "NoProxy": "", "Name": self.spec.name, "Labels": list(self.spec.labels),
+            "ExperimentalBuild": False, "ServerVersion": SERVER_VERSION,
+            "Runtimes": {"runc": {"path": "runc"}}, "DefaultRuntime": "runc",
+            "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
+                      "ControlAvailable": False, "Error": "", "RemoteManagers": None},
+            "LiveRestoreEnabled": False, "Isolation": "", "InitBinary": "docker-init",
+            "ContainerdCommit": {"ID": "sim", "Expected": "sim"},
+            "RuncCommit": {"ID": "sim", "Expected": "sim"},
+            "InitCommit": {"ID": "", "Expected": ""},
+            "SecurityOptions": ["name=seccomp,profile=default"], "Warnings": [],
+        }
+
+    @staticmethod
+    def version() -> dict[str, Any]:
+        details = {"ApiVersion": API_VERSION, "Arch": "amd64", "MinAPIVersion": MIN_API_VERSION,
+                   "Os": "linux", "GitCommit": "5d6db84", "GoVersion": "go1.19.8",
+                   "KernelVersion": "6.1.0-sim", "Experimental": "false",
+                   "BuildTime": "2023-04-14T10:32:03.000000000+00:00"}
+        return {"Platform": {"Name": ""},
+                "Components": [{"Name": "Engine", "Version": SERVER_VERSION,
+                                "Details": details}],
+                "Version": SERVER_VERSION, "ApiVersion": API_VERSION,
+                "MinAPIVersion": MIN_API_VERSION, "GitCommit": "5d6db84",
+                "GoVersion": "go1.19.8", "Os": "linux", "Arch": "amd64",
+                "KernelVersion": "6.1.0-sim", "BuildTime": "2023-04-14T10:32:03.000000000+00:00"}
+
+    def summary(self, c: SimContainer, now: float, size: bool = False) -> dict[str, Any]:
+        """One entry of `GET /containers/json`."""
+        with_ip = c.running and c.network_mode in ("default", "bridge")
+        networks = ({"bridge": c.network_block(self.bridge_id, with_ip)}
+                    if c.network_mode in ("default", "bridge") else {})
+        entry: dict[str, Any] = {
+            "Id": c.id, "Names": ["/" + c.name], "Image": c.image, "ImageID": c.image_id,
+            "Command": " ".join(c.cmd), "Created": c.created // 10**9, "Ports": [],
+            "Labels": dict(c.labels), "State": c.status, "Status": c.status_text(now),
+            "HostConfig": {"NetworkMode": c.network_mode},
+            "NetworkSettings": {"Networks": networks}, "Mounts": c.mounts(),
+        }
+        if size:
+            entry["SizeRw"] = 4096
+            entry["SizeRootFs"] = self.images[c.image_id].size + 4096 \
+                if c.image_id in self.images else 4096
+        return entry
+
+    def inspect(self, c: SimContainer) -> dict[str, Any]:
+        """`GET /containers/{id}/json`, the full document."""
+        root = f"/var/lib/docker/containers/{c.id}"
+        with_ip = c.running and c.network_mode in ("default", "bridge")
+        net = c.network_block(self.bridge_id, with_ip)
+        return {
+            "Id": c.id, "Created": docker_time(c.created), "Path": c.cmd[0] if c.cmd else "",
+            "Args": c.cmd[1:],
+            "State": {"Status": c.status, "Running": c.running, "Paused": c.status == "paused",
+                      "Restarting": False, "OOMKilled": False, "Dead": False, "Pid": c.pid,
+                      "ExitCode": c.exit_code, "Error": "",
+                      "StartedAt": docker_time(c.started_at),
+                      "FinishedAt": docker_time(c.finished_at)},
+            "Image": c.image_id, "ResolvConfPath": root + "/resolv.conf",
+            "HostnamePath": root + "/hostname", "HostsPath": root + "/hosts",
+            "LogPath": f"{root}/{c.id}-json.log", "Name": "/" + c.name,
+            "RestartCount": c.restart_count, "Driver": "overlay2", "Platform": "linux",
+            "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None,
+            "HostConfig": {
+                "Binds": list(c.binds) or None, "ContainerIDFile": "",
+                "LogConfig": {"Type": "json-file", "Config": {}},
+                "NetworkMode": c.network_mode, "PortBindings": {},
+                "RestartPolicy": {"Name": c.restart_policy, "MaximumRetryCount": 0},
+                "AutoRemove": False, "VolumeDriver": "", "VolumesFrom": None,
+                "CapAdd": None, "CapDrop": None, "CgroupnsMode": "host", "Dns": [],
+                "DnsOptions": [], "DnsSearch": [], "ExtraHosts": None, "GroupAdd": None,
+                "IpcMode": "private", "Cgroup": "", "Links": None, "OomScoreAdj": 0,
+                "PidMode": "", "Privileged": False, "PublishAllPorts": False,
+                "ReadonlyRootfs": False, "SecurityOpt": None, "UTSMode": "", "UsernsMode": "",
+                "ShmSize": 67108864, "Runtime": "runc", "ConsoleSize": [0, 0], "Isolation": "",
+                "CpuShares": c.cpu_shares, "Memory": c.memory, "NanoCpus": c.nano_cpus,
+                "CgroupParent": "", "BlkioWeight": 0, "CpuPeriod": 0, "CpuQuota": 0,
+                "CpusetCpus": "", "CpusetMems": "", "Devices": [], "MemoryReservation": 0,
+                "MemorySwap": c.memory * 2 if c.memory else 0, "MemorySwappiness": None,
+                "OomKillDisable": False, "PidsLimit": None, "Ulimits": [],
+                "BlkioWeightDevice": [], "BlkioDeviceReadBps": [], "BlkioDeviceWriteBps": [],
+                "BlkioDeviceReadIOps": [], "BlkioDeviceWriteIOps": [],
+                "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "DeviceCgroupRules": None,
+                "DeviceRequests": None, "KernelMemory": 0, "KernelMemoryTCP": 0,
+                "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
+                "MaskedPaths": list(MASKED_PATHS), "ReadonlyPaths": list(READONLY_PATHS),
+            },
+            "GraphDriver": {"Data": {"MergedDir": f"/var/lib/docker/overlay2/{c.id}/merged"},
+                            "Name": "overlay2"},
+            "Mounts": c.mounts(),
+            "Config": {"Hostname": c.id[:12], "Domainname": "", "User": "",
+                       "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
+                       "Tty": c.tty, "OpenStdin": False, "StdinOnce": False, "Env": list(c.env),
+                       "Cmd": list(c.cmd), "Image": c.image, "Volumes": None, "WorkingDir": "",
+                       "Entrypoint": None, "OnBuild": None, "Labels": dict(c.labels)},
+            "NetworkSettings": {
+                "Bridge": "", "SandboxID": digest("sb", c.id) if with_ip else "",
+                "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+                "Ports": {}, "SandboxKey": "", "SecondaryIPAddresses": None,
+                "SecondaryIPv6Addresses": None, "EndpointID": net["EndpointID"],
+                "Gateway": net["Gateway"], "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "IPAddress": net["IPAddress"], "IPPrefixLen": net["IPPrefixLen"],
+                "IPv6Gateway": "", "MacAddress": net["MacAddress"],
+                "Networks": ({"bridge": net} if c.network_mode in ("default", "bridge")
+                             else {}),
+            },
+        }
+
+    def image_summary(self, image: SimImage) -> dict[str, Any]:
+        return {"Containers": -1, "Created": image.created // 10**9, "Id": image.id,
+                "Labels": None, "ParentId": "", "RepoDigests": None, "RepoTags": image.tags,
+                "SharedSize": -1, "Size": image.size, "VirtualSize": image.size}
+
+    def image_inspect(self, image: SimImage) -> dict[str, Any]:
+        return {"Id": image.id, "RepoTags": image.tags, "RepoDigests": [], "Parent": "",
+                "Comment": "", "Created": docker_time(image.created), "Container": "",
+                "DockerVersion": SERVER_VERSION, "Author": "",
+                "Config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"],
+                           "Cmd": ["sh"], "Labels": None},
+                "Architecture": "amd64", "Os": "linux", "Size": image.size,
+                "VirtualSize": image.size,
+                "GraphDriver": {"Data": None, "Name": "overlay2"},
+                "RootFS": {"Type": "layers", "Layers": ["sha256:" + digest("layer", image.id)]},
+                "Metadata": {"LastTagTime": ZERO_TIME}}
+
+    # -- events ------------------------------------------------------------------
+    def emit(self, kind: str, action: str, actor_id: str, attributes: dict[str, str],
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record an event and hand it to every live `/events` listener."""
+        nano = self.clock()
+        if self.events and nano <= self.events[-1][0]:
+            nano = self.events[-1][0] + 1  # dockerd's timeNano never repeats on one daemon
+        event: dict[str, Any] = {}
+        if extra:
+            event.update(extra)
+        event.update({"Type": kind, "Action": action,
+                      "Actor": {"ID": actor_id, "Attributes": attributes},
+                      "scope": "local", "time": nano // 10**9, "timeNano": nano})
+        self.events.append((nano, event))
+        for listener in list(self.listeners):
+            listener(event)
+        return event
+
+    def container_event(self, c: SimContainer, action: str, **more: str) -> None:
+        attributes = {**c.labels, "image": c.image, "name": c.name, **more}
+        self.emit("container", action, c.id, attributes,
+                  {"status": action, "id": c.id, "from": c.image})
+
+    def history(self, since: int, until: int) -> list[dict[str, Any]]:
+        """Buffered events with since <= timeNano (<= until when given), oldest first."""
+        return [ev for nano, ev in self.events
+                if nano >= since and (not until or nano <= until)]
+
+    # -- container operations ----------------------------------------------------
+    def list_containers(self) -> Iterable[SimContainer]:
+        return self.containers.values()
+
+    def create(self, name: str | None, body: dict[str, Any]) -> SimContainer:
+        if name is not None and name != "":
+            if not NAME_RE.match(name):
+                raise SimError(400, f'Invalid container name ({name}), only '
+                                    '[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
+            name = name.lstrip("/")
+            if name in self.by_name:
+                raise SimError(409, f'Conflict. The container name "/{name}" is already in use '
+                                    f'by container "{self.by_name[name]}". You have to remove '
+                                    "(or rename) that container to be able to reuse that name.")
+        ref = body.get("Image")
+        if not isinstance(ref, str) or not ref:
+            raise SimError(400, "No command specified" if ref is None else "invalid image")
+        image = self._image_for(ref)
+        host = body.get("HostConfig") or {}
+        if not isinstance(host, dict):
+            raise SimError(400, "invalid HostConfig")
+        labels = body.get("Labels") or {}
+        cmd = body.get("Cmd") or ["sh"]
+        if isinstance(cmd, str):
+            cmd = [cmd]
+        cid = digest("c", self.spec.daemon_id, "new", self.clock(), len(self.containers))
+        if not name:
+            name = generated_name(cid)
+        restart = (host.get("RestartPolicy") or {}).get("Name") or "no"
+        c = SimContainer(
+            id=cid, name=name, image=ref, image_id=image.id, cmd=[str(x) for x in cmd],
+            created=self.clock(), labels={str(k): str(v) for k, v in labels.items()},
+            env=[str(e) for e in body.get("Env") or []], memory=int(host.get("Memory") or 0),
+            cpu_shares=int(host.get("CpuShares") or 0), nano_cpus=int(host.get("NanoCpus") or 0),
+            network_mode=str(host.get("NetworkMode") or "default"),
+            binds=[str(b) for b in host.get("Binds") or []], restart_policy=str(restart),
+            tty=bool(body.get("Tty")),
+        )
+        for bind in c.binds:
+            volume = bind.split(":", 1)[0]
+            if volume and not volume.startswith("/") and volume not in self.volumes:
+                self.volumes[volume] = SimVolume(volume, self.clock())
+                self.emit("volume", "create", volume, {"driver": "local"})
+        self.containers[cid] = c
+        self.by_name[name] = cid
+        self.container_event(c, "create")
+        return c
+
+    def start(self, ref: str) -> bool:
+        c = self.find(ref)
+        if c.status == "paused":
+            raise SimError(409, "cannot start a paused container, try unpause instead")
+        if c.running:
+            return False
+        c.status, c.pid, c.exit_code = "running", self._next_pid(), 0
+        c.started_at, c.finished_at = self.clock(), 0
+        if not c.ip_index:
+            c.ip_index = self._next_ip()
+        if c.network_mode in ("default", "bridge"):
+            self.emit("network", "connect", self.bridge_id,
+                      {"container": c.id, "name": "bridge", "type": "bridge"})
+        self.container_event(c, "start")
+        return True
+
+    def _exit(self, c: SimContainer, code: int) -> None:
+        c.status, c.pid, c.exit_code, c.finished_at = "exited", 0, code, self.clock()
+        self.container_event(c, "die", exitCode=str(code))
+        if c.network_mode in ("default", "bridge"):
+            self.emit("network", "disconnect", self.bridge_id,
+                      {"container": c.id, "name": "bridge", "type": "bridge"})
+        self._wake(c.id, ("not-running", "next-exit"), code)
+
+    def _wake(self, cid: str, conditions: tuple[str, ...], code: int) -> None:
+        waiting = self.waiters.get(cid, [])
+        for _, wake in [w for w in waiting if w[0] in conditions]:
+            wake(code)
+        rest = [w for w in waiting if w[0] not in conditions]
+        if rest:
+            self.waiters[cid] = rest
+        else:
+            self.waiters.pop(cid, None)
+
+    def stop(self, ref: str) -> bool:
+        c = self.find(ref)
+        if not c.running:
+            return False
+        self.container_event(c, "kill", signal="15")
+        self._exit(c, 0)
+        self.container_event(c, "stop")
+        return True
+
+    def kill(self, ref: str, signal: str = "KILL") -> None:
+        c = self.find(ref)
+        if not c.running:
+            raise SimError(409, f"Cannot kill container: {ref}: Container {c.id} is not running")
+        self.container_event(c, "kill", signal="9" if signal in ("KILL", "SIGKILL") else signal)
+        if signal in ("KILL", "SIGKILL", "9", "TERM", "SIGTERM", "15", "INT", "SIGINT", "2"):
+            self._exit(c, 137 if signal in ("KILL", "SIGKILL", "9") else 143)
+
+    def restart(self, ref: str) -> None:
+        c = self.find(ref)
+        if c.running:
+            self.container_event(c, "kill", signal="15")
+            self._exit(c, 0)
+            self.container_event(c, "stop")
+        self.start(c.id)
+        self.container_event(c, "restart")
+
+    def pause(self, ref: str) -> None:
+        c = self.find(ref)
+        if c.status != "running":
+            raise SimError(409, f"Container {c.id} is not running" if not c.running
+                           else f"Container {c.id} is already paused")
+        c.status = "paused"
+        self.container_event(c, "pause")
+
+    def unpause(self, ref: str) -> None:
+        c = self.find(ref)
+        if c.status != "paused":
+            raise SimError(409, f"Container {c.id} is not paused")
+        c.status = "running"
+        self.container_event(c, "unpause")
+
+    def rename(self, ref: str, new: str) -> None:
+        c = self.find(ref)
+        new = new.lstrip("/")
+        if not new or not NAME_RE.match(new):
+            raise SimError(400, f"Invalid container name ({new}), only "
+                                "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if new in self.by_name and self.by_name[new] != c.id:
+            raise SimError(409, f'Conflict. The container name "/{new}" is already in use by '
+                                f'container "{self.by_name[new]}". You have to remove (or '
+                                "rename) that container to be able to reuse that name.")
+        old = c.name
+        del self.by_name[old]
+        c.name = new
+        self.by_name[new] = c.id
+        self.container_event(c, "rename", oldName="/" + old)
+
+    def remove(self, ref: str, force: bool, volumes: bool) -> None:
+        """`volumes` drops anonymous volumes on dockerd; simulated containers have none."""
+        c = self.find(ref)
+        if c.running:
+            if not force:
+                raise SimError(409, f"You cannot remove a running container {c.id}. Stop the "
+                                    "container before attempting removal or force remove")
+            self.container_event(c, "kill", signal="9")
+            self._exit(c, 137)
+        del self.containers[c.id]
+        del self.by_name[c.name]
+        self.container_event(c, "destroy")
+        self._wake(c.id, ("removed",), c.exit_code)
+
+    # -- images, networks, volumes --------------------------------------------------
+    def pull(self, repo: str, tag: str) -> list[dict[str, Any]]:
+        """Progress messages of a pull that always succeeds (no registry is involved)."""
+        tag = tag or "latest"
+        ref = f"{repo}@{tag}" if tag.startswith("sha256:") else f"{repo}:{tag}"
+        layer = digest("layer", ref)[:12]
+        source = normalize_ref(repo).rsplit(":", 1)[0]
+        messages: list[dict[str, Any]] = [
+                    {"status": f"Pulling from {source}", "id": tag},
+                    {"status": "Pulling fs layer", "progressDetail": {}, "id": layer},
+                    {"status": "Download complete", "progressDetail": {}, "id": layer},
+                    {"status": "Pull complete", "progressDetail": {}, "id": layer}]
+        image = self.find_image(ref)
+        if image is None:
+            image = self._add_image(normalize_ref(ref), 5_000_000, self.clock())
+            status = f"Status: Downloaded newer image for {ref}"
+        else:
+            status = f"Status: Image is up to date for {ref}"
+        messages.append({"status": "Digest: sha256:" + digest("digest", ref)})
+        messages.append({"status": status})
+        self.emit("image", "pull", ref, {"name": repo})
+        return messages
+
+    def create_network(self, body: dict[str, Any]) -> SimNetwork:
+        name = body.get("Name")
+        if not isinstance(name, str) or not name:
+            raise SimError(400, "network name is required")
+        if any(n.name == name for n in self.networks.values()):
+            raise SimError(409, f"network with name {name} already exists")
+        subnet = f"172.{18 + len(self.networks) % 200}.0.0/16"
+        net = SimNetwork(digest("net", self.spec.daemon_id, name, self.clock()), name,
+                         str(body.get("Driver") or "bridge"), self.clock(), subnet,
+                         {str(k): str(v) for k, v in (body.get("Labels") or {}).items()})
+        self.networks[net.id] = net
+        self.emit("network", "create", net.id, {"name": name, "type": net.driver})
+        return net
+
+    def find_network(self, ref: str) -> SimNetwork:
+        for net in self.networks.values():
+            if ref in (net.id, net.name):
+                return net
+        hits = [n for n in self.networks.values() if n.id.startswith(ref)] if ref else []
+        if len(hits) == 1:
+            return hits[0]
+        raise SimError(404, f"network {ref} not found")
+
+    def remove_network(self, ref: str) -> None:
+        net = self.find_network(ref)
+        if net.name in ("bridge", "host", "none"):
+            raise SimError(403, f"{net.name} is a pre-defined network and cannot be removed")
+        del self.networks[net.id]
+        self.emit("network", "destroy", net.id, {"name": net.name, "type": net.driver})
+
+    def create_volume(self, body: dict[str, Any]) -> SimVolume:
+        name = body.get("Name") or digest("vol", self.clock())
+        if name not in self.volumes:
+            labels = body.get("Labels") or None
+            self.volumes[name] = SimVolume(str(name), self.clock(), labels)
+            self.emit("volume", "create", name, {"driver": "local"})
+        return self.volumes[name]
+
+    def remove_volume(self, name: str, force: bool) -> None:
+        if name not in self.volumes:
+            if force:
+                return
+            raise SimError(404, f"get {name}: no such volume")
+        users = [c.id for c in self.containers.values()
+                 if any(b.split(":", 1)[0] == name for b in c.binds)]
+        if users:
+            raise SimError(409, f"remove {name}: volume is in use - [{', '.join(users)}]")
+        del self.volumes[name]
+        self.emit("volume", "destroy", name, {"driver": "local"})
+
+
+def normalize_ref(ref: str) -> str:
+    """`docker.io/library/busybox` is `busybox:latest`; a digest reference keeps its digest."""
+    for prefix in ("docker.io/", "index.docker.io/", "library/"):
+        ref = ref.removeprefix(prefix)
+    if "@" in ref:
+        return ref
+    slash, colon = ref.rfind("/"), ref.rfind(":")
+    return ref if colon > slash else ref + ":latest"
+
+
+ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid")
+SURNAMES = ("turing", "hopper", "lovelace", "knuth", "ritchie", "thompson", "torvalds")
+
+
+def generated_name(cid: str) -> str:
+    """A dockerd-style `adjective_surname` name, derived from the ID so it is unique enough."""
+    n = int(cid[:8], 16)
+    return f"{ADJECTIVES[n % len(ADJECTIVES)]}_{SURNAMES[n // 16 % len(SURNAMES)]}{cid[8:12]}"
