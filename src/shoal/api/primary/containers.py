@@ -24,6 +24,7 @@ from shoal.api.primary.proxy import (
 )
 from shoal.api.primary.system import parse_filters
 from shoal.api.router import RouteHandler, Router
+from shoal.api.validation import CONTAINER_CREATE, CONTAINER_UPDATE_BODY, EXEC_CREATE, read_body
 from shoal.cluster.client import EngineConnectionError, EngineError
 from shoal.cluster.cluster import Cluster, Conflict, Placed
 from shoal.cluster.engine import Engine
@@ -223,35 +224,6 @@ def match_list_filters(
     return True
 
 
-#: Fields shoal itself reads from a create body, with the JSON types Docker accepts.
-CONFIG_TYPES: dict[str, tuple[type, ...]] = {
-    "Image": (str,),
-    "Cmd": (list, str),
-    "Entrypoint": (list, str),
-    "Env": (list,),
-    "Labels": (dict,),
-    "HostConfig": (dict,),
-    "NetworkingConfig": (dict,),
-    "ExposedPorts": (dict,),
-}
-
-
-def check_config_types(body: dict[str, Any]) -> None:
-    """Refuse a body whose fields have the wrong JSON types, as dockerd's decoder would."""
-    for key, types in CONFIG_TYPES.items():
-        value = body.get(key)
-        if value is not None and not isinstance(value, types):
-            raise HTTPError(
-                400, f"json: cannot unmarshal {type(value).__name__} into field {key}"
-            )
-    env = body.get("Env") or []
-    if not all(isinstance(e, str) for e in env):
-        raise HTTPError(400, "json: cannot unmarshal non-string into field Env")
-    labels = body.get("Labels") or {}
-    if not all(isinstance(v, str) for v in labels.values()):
-        raise HTTPError(400, "json: cannot unmarshal non-string into field Labels")
-
-
 def image_retry_config(
     cluster: Cluster, config: dict[str, Any], exc: EngineError
 ) -> dict[str, Any] | None:
@@ -344,16 +316,13 @@ def register(router: Router, ctx: ApiContext) -> None:
                 entry["SizeRootFs"] = item.get("SizeRootFs", 0)
 
     async def create(request: Request, params: dict[str, str]) -> Response:
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise HTTPError(400, "invalid JSON: a container config object is required")
+        body = await read_body(request, CONTAINER_CREATE)
         name = request.arg("name")
         if name and not NAME_RE.match(name):
             raise HTTPError(
                 400,
                 f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
             )
-        check_config_types(body)
         if not body.get("Image"):
             raise HTTPError(400, "No image specified")
         host_config = body.get("HostConfig")
@@ -510,6 +479,10 @@ def register(router: Router, ctx: ApiContext) -> None:
         handler: RouteHandler = proxied(refresh=True)
         return await handler(request, params)
 
+    async def update(request: Request, params: dict[str, str]) -> Any:
+        await read_body(request, CONTAINER_UPDATE_BODY)
+        return await proxied(refresh=True)(request, params)
+
     async def attach(request: Request, params: dict[str, str]) -> Any:
         ref = params["name"]
         placed = find_healthy(cluster, ref)
@@ -519,11 +492,9 @@ def register(router: Router, ctx: ApiContext) -> None:
         return await forward(placed.engine, request, target)
 
     async def exec_create(request: Request, params: dict[str, str]) -> Response:
+        body = await read_body(request, EXEC_CREATE)
         ref = params["name"]
         placed = find(cluster, ref)
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise HTTPError(400, "invalid JSON: an exec config object is required")
         if not body.get("Cmd"):
             raise HTTPError(400, "No exec command specified")
         try:
@@ -544,7 +515,7 @@ def register(router: Router, ctx: ApiContext) -> None:
     router.add("POST", "/commit", commit)
     router.add("GET", "/containers/{name:.*}/json", inspect)
     router.add("POST", "/containers/{name:.*}/start", start)
-    for action in ("stop", "kill", "restart", "pause", "unpause", "update", "wait"):
+    for action in ("stop", "kill", "restart", "pause", "unpause", "wait"):
         router.add("POST", f"/containers/{{name:.*}}/{action}", proxied(refresh=True))
     for method, action in (
         ("GET", "logs"),
@@ -559,6 +530,7 @@ def register(router: Router, ctx: ApiContext) -> None:
         ("POST", "copy"),
     ):
         router.add(method, f"/containers/{{name:.*}}/{action}", proxied(refresh=False))
+    router.add("POST", "/containers/{name:.*}/update", update)
     router.add("POST", "/containers/{name:.*}/rename", rename)
     router.add("POST", "/containers/{name:.*}/attach", attach)
     router.add("GET", "/containers/{name:.*}/attach/ws", attach)

@@ -16,6 +16,7 @@ from shoal.api.http import HTTPError, Request, Response, json_response
 from shoal.api.primary.context import ApiContext
 from shoal.api.primary.system import parse_filters
 from shoal.api.router import Router
+from shoal.api.validation import NETWORK_CREATE_BODY, read_body
 from shoal.cluster.client import EngineConnectionError, EngineError
 from shoal.cluster.cluster import Cluster, NotFound, Placed
 from shoal.cluster.engine import Engine
@@ -151,9 +152,7 @@ def register(router: Router, ctx: ApiContext) -> None:
         return json_response(data)
 
     async def create(request: Request, params: dict[str, str]) -> Response:
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise HTTPError(400, "invalid JSON: a network config object is required")
+        body = await read_body(request, NETWORK_CREATE_BODY)
         name = body.get("Name")
         if not isinstance(name, str) or not name:
             raise HTTPError(400, "network name must be provided")

@@ -18,6 +18,7 @@ from shoal.api.primary.networks import engine_error, match_labels
 from shoal.api.primary.proxy import quietly
 from shoal.api.primary.system import parse_filters
 from shoal.api.router import Router
+from shoal.api.validation import VOLUME_CREATE_BODY, read_body
 from shoal.cluster.client import EngineConnectionError, EngineError
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
@@ -120,11 +121,7 @@ def register(router: Router, ctx: ApiContext) -> None:
         return chosen[:1]
 
     async def create(request: Request, params: dict[str, str]) -> Response:
-        body = await request.json()
-        if body is None:
-            body = {}
-        if not isinstance(body, dict):
-            raise HTTPError(400, "invalid JSON: a volume config object is required")
+        body = await read_body(request, VOLUME_CREATE_BODY)
         name = str(body.get("Name") or "")
         node: str | None = None
         if not name:
