@@ -47,7 +47,8 @@ CREATE_CASES = [
     ('{"Image":"b","HostConfig":{"CpuShares":"abc"}}', HC.format("string", "CpuShares", "int64")),
     ('{"Image":"b","HostConfig":{"CpuShares":"10"}}', HC.format("string", "CpuShares", "int64")),
     ('{"Image":"b","HostConfig":{"Binds":5}}', HC.format("number", "Binds", "[]string")),
-    ('{"Image":"b","HostConfig":{"Memory":NaN}}', "invalid character 'N' looking for beginning of value"),
+    ('{"Image":"b","HostConfig":{"Memory":NaN}}',
+     "invalid character 'N' looking for beginning of value"),
     ('{"Image":"b","HostConfig":{"Links":[5]}}', HC.format("number", "Links", "string")),
     ('{"Image":"b","HostConfig":{"Memory":1e23}}', HC.format("number 1e23", "Memory", "int64")),
     ('{"Image":"b","HostConfig":{"Memory":1.0}}', HC.format("number 1.0", "Memory", "int64")),
@@ -55,7 +56,8 @@ CREATE_CASES = [
     ('{"Image":"b","HostConfig":{"Memory":-1E2}}', HC.format("number -1E2", "Memory", "int64")),
     ('{"Image":"b","HostConfig":{"Memory":99999999999999999999}}',
      HC.format("number 99999999999999999999", "Memory", "int64")),
-    ('{"Image":"b","HostConfig":{"BlkioWeight":-1}}', HC.format("number -1", "BlkioWeight", "uint16")),
+    ('{"Image":"b","HostConfig":{"BlkioWeight":-1}}',
+     HC.format("number -1", "BlkioWeight", "uint16")),
     ('{"Image":"b","HostConfig":{"BlkioWeight":70000}}',
      HC.format("number 70000", "BlkioWeight", "uint16")),
     ('{"Image":"b","HostConfig":{"ConsoleSize":[1,-1]}}',
@@ -81,7 +83,8 @@ CREATE_CASES = [
     ('{"Image":"b","Labels":[]}', TOP.format("array", "Labels", "map[string]string")),
     ('{"Image":"b","HostConfig":5}', TOP.format("number", "HostConfig", "container.HostConfig")),
     ('{"Image":"b","HostConfig":[]}', TOP.format("array", "HostConfig", "container.HostConfig")),
-    ('{"Image":"b","ExposedPorts":{"80/tcp":5}}', TOP.format("number", "ExposedPorts", "struct {}")),
+    ('{"Image":"b","ExposedPorts":{"80/tcp":5}}',
+     TOP.format("number", "ExposedPorts", "struct {}")),
     ('{"Image":"b","ExposedPorts":[]}', TOP.format("array", "ExposedPorts", "nat.PortSet")),
     ('{"Image":"b","Volumes":{"/a":1}}', TOP.format("number", "Volumes", "struct {}")),
     ('{"Image":"b","StopTimeout":"1"}', TOP.format("string", "StopTimeout", "int")),
@@ -266,7 +269,11 @@ def test_quote_char_matches_go() -> None:
 # --- properties -------------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4)
     | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=30,
