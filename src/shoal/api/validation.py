@@ -613,8 +613,8 @@ def decode(raw: bytes, eof_message: str = "EOF") -> Any:
     except RecursionError:
         # Deeper than Python's decoder goes (Go's limit is MAX_DEPTH; the HTTP edge refuses
         # deeper bodies before they get here): Go's wording, with the opening bracket.
-        brackets = _NOT_BRACKETS_RE.sub("", _STRINGS_RE.sub("", text))
-        opener = quote_char(next((b for b in brackets if b in "[{"), "["))
+        bare = _STRINGS_RE.sub("", text)
+        opener = quote_char("[" if bare.count("[") >= bare.count("{") else "{")
         raise BodyError(f"invalid character {opener} exceeded max depth") from None
     if not text.isascii() and _UNDECODED_RE.search(text):
         # Go keeps invalid UTF-8 inside strings as U+FFFD.
