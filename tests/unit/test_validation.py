@@ -24,8 +24,10 @@ from shoal.api.validation import (
     BodyError,
     BodyKind,
     GoType,
+    build_query_object,
     check_content_type,
     decode,
+    int64_or_zero,
     media_type,
     parse_body,
     quote_char,
@@ -40,7 +42,7 @@ def refused(kind: BodyKind, raw: bytes, content_type: str | None = JSON) -> str:
     with pytest.raises(BodyError) as caught:
         parse_body(kind, raw, content_type, bool(raw))
     assert caught.value.status == 400
-    return caught.value.message
+    return str(caught.value.message)
 
 
 CREATE_CASES = [
@@ -304,7 +306,7 @@ def conforms(value: Any, t: GoType) -> bool:
             return False
         low = -(2 ** (t.bits - 1)) if t.kind == "int" else 0
         high = 2 ** (t.bits - 1) if t.kind == "int" else 2**t.bits
-        return low <= value < high
+        return bool(low <= value < high)
     if t.kind == "strslice":
         return isinstance(value, str) or (
             isinstance(value, list) and all(v is None or isinstance(v, str) for v in value)
@@ -356,3 +358,42 @@ def test_decode_agrees_with_python_on_valid_json(value: Any) -> None:
     # Floats keep their literal for messages and still encode as plain numbers.
     again = json.loads(json.dumps(decoded))
     assert again == value or (isinstance(value, float) and math.isclose(again, value))
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        ("buildargs", "[1]", "error reading build args: json: cannot unmarshal array into Go "
+         "value of type map[string]*string"),
+        ("buildargs", '{"a":1}',
+         "error reading build args: json: cannot unmarshal number into Go value of type string"),
+        ("buildargs", "{x", "error reading build args: invalid character 'x' looking for "
+         "beginning of object key string"),
+        ("labels", "[1]", "error reading labels: json: cannot unmarshal array into Go value "
+         "of type map[string]string"),
+        ("labels", '{"a":1}',
+         "error reading labels: json: cannot unmarshal number into Go value of type string"),
+    ],
+)
+def test_build_query_objects_are_refused_like_the_engine(name: str, raw: str, message: str) -> None:
+    with pytest.raises(BodyError) as caught:
+        build_query_object(name, raw)
+    assert caught.value.status == 400
+    assert caught.value.message == message
+
+
+def test_build_args_keep_null_values_and_labels_read_null_as_empty() -> None:
+    assert build_query_object("buildargs", '{"a":null,"b":"1"}') == {"a": None, "b": "1"}
+    assert build_query_object("labels", '{"a":null}') == {"a": ""}
+    assert build_query_object("labels", "") == {}
+    assert build_query_object("labels", "null") == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [(None, 0), ("", 0), ("12", 12), ("-3", -3), ("+4", 4), ("abc", 0), ("1.5", 0),
+     ("1e3", 0), (" 1", 0), ("1_000", 0), ("\u0661", 0), (str(2**63), 0),
+     (str(-(2**63)), -(2**63))],
+)
+def test_int64_or_zero(raw: str | None, value: int) -> None:
+    assert int64_or_zero(raw) == value

@@ -58,6 +58,8 @@ class GoType:
     bits: int = 64
     elem: GoType | None = None
     fields: Mapping[str, GoType] = field(default_factory=dict)
+    pointer: bool = False
+    """A pointer (`*string`): null stays null instead of reading as the zero value."""
 
     @property
     def short(self) -> str:
@@ -425,7 +427,7 @@ class _Checker:
             assert t.elem is not None
             for key, item in value.items():
                 checked = self.check(item, t.elem, context)
-                if checked is None and t.elem.kind == "string":
+                if checked is None and t.elem.kind == "string" and not t.elem.pointer:
                     checked = ""
                 value[key] = checked
         elif kind == "struct":
@@ -686,6 +688,42 @@ def parse_body(
     check_types(value, kind.go_type)
     assert isinstance(value, dict)
     return value
+
+
+# --- build options in the query ------------------------------------------------------
+
+BUILD_QUERY_OBJECTS: Final[Mapping[str, tuple[GoType, str]]] = {
+    "buildargs": (map_of(GoType("string", "string", pointer=True), "map[string]*string"),
+                  "build args"),
+    "labels": (STRING_MAP, "labels"),
+}
+_GO_INT_RE: Final = re.compile(r"[+-]?[0-9]+")
+
+
+def build_query_object(name: str, raw: str | None) -> dict[str, Any]:
+    """A JSON-object build option (`buildargs`, `labels`) as dockerd reads it: absent,
+    empty or null is {}; anything else must decode into its Go map."""
+    if not raw:
+        return {}
+    go_type, what = BUILD_QUERY_OBJECTS[name]
+    try:
+        value = decode(raw.encode("utf-8", "surrogateescape"))
+        if value is None:
+            return {}
+        check_types(value, go_type)
+    except BodyError as exc:
+        raise BodyError(f"error reading {what}: {exc.message}") from None
+    assert isinstance(value, dict)
+    return value
+
+
+def int64_or_zero(raw: str | None) -> int:
+    """dockerd's `Int64ValueOrZero` for build options (`cpushares`, `memory`): a value that
+    is not a base-10 int64 counts as 0, as on the engine."""
+    if not raw or not _GO_INT_RE.fullmatch(raw):
+        return 0
+    value = int(raw)
+    return value if -(1 << 63) <= value < (1 << 63) else 0
 
 
 def request_has_body(request: Request) -> bool:

@@ -17,6 +17,7 @@ from shoal.api.primary.context import ApiContext
 from shoal.api.primary.images import gather_calls, merge_prune
 from shoal.api.primary.proxy import forward
 from shoal.api.router import Router
+from shoal.api.validation import build_query_object, int64_or_zero
 from shoal.cluster.client import (
     error_message,
 )
@@ -64,26 +65,11 @@ def is_build_context(head: bytes) -> bool:
 
 def json_query(request: Request, name: str) -> dict[str, Any]:
     """A JSON-object query parameter (`buildargs`, `labels`); absent or empty is `{}`."""
-    raw = request.arg(name)
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise HTTPError(400, f"invalid {name} JSON: {raw}") from None
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise HTTPError(400, f"invalid {name} JSON: an object is expected")
-    return value
+    return build_query_object(name, request.arg(name))
 
 
 def int_query(request: Request, name: str) -> int:
-    raw = request.arg(name) or "0"
-    try:
-        return int(raw)
-    except ValueError:
-        raise HTTPError(400, f"invalid {name} value: {raw}") from None
+    return int64_or_zero(request.arg(name))
 
 
 def choose_engine(cluster: Cluster, request: Request) -> tuple[Engine, dict[str, str | None]]:
