@@ -12,9 +12,11 @@ over the size limit), nothing created, and the manager's memory back within 50 M
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import re
+import tarfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -190,6 +192,33 @@ async def test_good_bodies_still_pass(cluster: Cluster) -> None:
     assert status == 201, text
     out = await run_docker(cluster.manager.tcp, "rm", "-f", "in-good")
     assert out.returncode == 0, out.stderr
+
+
+def build_context() -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        data = b"FROM busybox\n"
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@ON_LOOP
+async def test_bad_build_options_answer_400_with_the_engines_message(cluster: Cluster) -> None:
+    engine = cluster.engine_ports[0]
+    before = engine_state(cluster.engine_ports)
+    context = build_context()
+    for query in ("buildargs=%5B1%5D", "buildargs=%7B%22a%22%3A1%7D", "buildargs=%7Bx",
+                  "labels=%5B1%5D", "labels=%7B%22a%22%3A1%7D", "labels=NaN"):
+        path = f"{V}/build?t=in-build-x&{query}"
+        engine_status, engine_message = request(engine, "POST", path, context,
+                                                "application/x-tar")
+        status, message = request(cluster.manager.port, "POST", path, context,
+                                  "application/x-tar")
+        assert engine_status == 400, (query, engine_message)
+        assert (status, message) == (400, engine_message), query
+    assert engine_state(cluster.engine_ports) == before
 
 
 # --- generated bodies ---------------------------------------------------------------------

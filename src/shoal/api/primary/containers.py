@@ -480,6 +480,7 @@ def register(router: Router, ctx: ApiContext) -> None:
         return await handler(request, params)
 
     async def update(request: Request, params: dict[str, str]) -> Any:
+        find_healthy(cluster, params["name"])  # classic Swarm: 404 before the body is read
         await read_body(request, CONTAINER_UPDATE_BODY)
         return await proxied(refresh=True)(request, params)
 
@@ -492,9 +493,9 @@ def register(router: Router, ctx: ApiContext) -> None:
         return await forward(placed.engine, request, target)
 
     async def exec_create(request: Request, params: dict[str, str]) -> Response:
-        body = await read_body(request, EXEC_CREATE)
         ref = params["name"]
         placed = find(cluster, ref)
+        body = await read_body(request, EXEC_CREATE)
         if not body.get("Cmd"):
             raise HTTPError(400, "No exec command specified")
         try:
