@@ -397,3 +397,10 @@ def test_build_args_keep_null_values_and_labels_read_null_as_empty() -> None:
 )
 def test_int64_or_zero(raw: str | None, value: int) -> None:
     assert int64_or_zero(raw) == value
+
+
+def test_huge_integer_literals_are_refused_with_their_literal() -> None:
+    digits = "9" * 5000
+    message = refused(CONTAINER_CREATE, f'{{"HostConfig":{{"Memory":{digits}}}}}'.encode())
+    assert message == HC.format(f"number {digits}", "Memory", "int64")
+    assert decode(b'{"X":' + b"1" * 3000 + b"}") == {"X": int("1" * 3000)}

@@ -485,8 +485,9 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _parse_int(literal: str) -> int | GoFloat:
-    # Python refuses to convert integers of more than 4,300 digits; no Go type holds one.
-    return int(literal) if len(literal) < 100 else GoFloat(literal)
+    # Python refuses to convert integers of more than 4,300 digits (either way); no Go
+    # integer holds one, and its message needs only the literal.
+    return int(literal) if len(literal) < 4000 else GoFloat(literal)
 
 
 _DECODER: Final = json.JSONDecoder(
