@@ -35,6 +35,7 @@ from shoal.discovery.kv import KVDiscovery
 from shoal.discovery.url import parse_discovery
 from shoal.leadership.component import Leadership
 from shoal.leadership.election import Election
+from shoal.malloc import pin_mmap_threshold
 from shoal.options import ManageOptions
 from shoal.scheduler.scheduler import Scheduler
 
@@ -174,6 +175,7 @@ def _replication(
 
 def run(options: ManageOptions) -> int:
     """Entry point of `shoal manage`: runs the event loop on uvloop, returns the exit code."""
+    pin_mmap_threshold()
     try:
         uvloop.run(serve(options))
     except StartupError as exc:

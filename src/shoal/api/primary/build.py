@@ -17,6 +17,7 @@ from shoal.api.primary.context import ApiContext, Params
 from shoal.api.primary.fanout import Policy, fan_out, healthy_engines, merge_prune
 from shoal.api.primary.filters import query_args
 from shoal.api.primary.proxy import forward
+from shoal.api.validation import build_query_object, int64_or_zero
 from shoal.cluster.client import error_message
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
@@ -26,8 +27,7 @@ BUILDKIT_UNSUPPORTED = (
     "BuildKit is not supported by shoal; use the classic builder (DOCKER_BUILDKIT=0)"
 )
 NOT_A_TAR = (
-    "the build context is not a tar archive (plain, gzip, bzip2, xz or zstd): "
-    "unexpected EOF"
+    "the build context is not a tar archive (plain, gzip, bzip2, xz or zstd): unexpected EOF"
 )
 #: Engine errors (a 500) that mean the context was not an archive, which is the client's fault.
 BAD_CONTEXT_ERRORS = ("archive/tar:", "unexpected EOF", "gzip:", "bzip2", "xz:", "zstd")
@@ -61,26 +61,11 @@ def is_build_context(head: bytes) -> bool:
 
 def json_query(request: Request, name: str) -> dict[str, Any]:
     """A JSON-object query parameter (`buildargs`, `labels`); absent or empty is `{}`."""
-    raw = request.arg(name)
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise HTTPError(400, f"invalid {name} JSON: {raw}") from None
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise HTTPError(400, f"invalid {name} JSON: an object is expected")
-    return value
+    return build_query_object(name, request.arg(name))
 
 
 def int_query(request: Request, name: str) -> int:
-    raw = request.arg(name) or "0"
-    try:
-        return int(raw)
-    except ValueError:
-        raise HTTPError(400, f"invalid {name} value: {raw}") from None
+    return int64_or_zero(request.arg(name))
 
 
 def choose_engine(cluster: Cluster, request: Request) -> tuple[Engine, dict[str, str | None]]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from shoal.api.http import HTTPError, Request, Response, json_response
 from shoal.api.primary.context import ApiContext, Params
+from shoal.api.validation import CONTAINER_CREATE, read_body
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.errors import EngineError
 from shoal.cluster.index import Placed
@@ -25,33 +26,6 @@ log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 LEGACY_HOST_FIELDS = ("Memory", "MemorySwap", "CpuShares", "Cpuset")
-#: Fields shoal itself reads from a create body, with the JSON types Docker accepts.
-CONFIG_TYPES: dict[str, tuple[type, ...]] = {
-    "Image": (str,),
-    "Cmd": (list, str),
-    "Entrypoint": (list, str),
-    "Env": (list,),
-    "Labels": (dict,),
-    "HostConfig": (dict,),
-    "NetworkingConfig": (dict,),
-    "ExposedPorts": (dict,),
-}
-
-
-def check_config_types(body: dict[str, Any]) -> None:
-    """Refuse a body whose fields have the wrong JSON types, as dockerd's decoder would."""
-    for key, types in CONFIG_TYPES.items():
-        value = body.get(key)
-        if value is not None and not isinstance(value, types):
-            raise HTTPError(
-                400, f"json: cannot unmarshal {type(value).__name__} into field {key}"
-            )
-    env = body.get("Env") or []
-    if not all(isinstance(e, str) for e in env):
-        raise HTTPError(400, "json: cannot unmarshal non-string into field Env")
-    labels = body.get("Labels") or {}
-    if not all(isinstance(v, str) for v in labels.values()):
-        raise HTTPError(400, "json: cannot unmarshal non-string into field Labels")
 
 
 def image_retry_config(
@@ -80,8 +54,7 @@ def image_retry_config(
 
 
 def check_body(body: dict[str, Any]) -> None:
-    """Check the create body's types and move the pre-1.18 host fields into HostConfig."""
-    check_config_types(body)
+    """Move the pre-1.18 host fields into HostConfig (types were checked on decoding)."""
     if not body.get("Image"):
         raise HTTPError(400, "No image specified")
     host_config = body.get("HostConfig")
@@ -95,9 +68,7 @@ def check_body(body: dict[str, Any]) -> None:
 
 
 async def create_container(ctx: ApiContext, request: Request, params: Params) -> Response:
-    body = await request.json()
-    if not isinstance(body, dict):
-        raise HTTPError(400, "invalid JSON: a container config object is required")
+    body = await read_body(request, CONTAINER_CREATE)
     name = request.arg("name")
     if name and not NAME_RE.match(name):
         raise HTTPError(

@@ -18,6 +18,7 @@ from shoal.api.primary.proxy import (
     quietly,
     rewrite_target,
 )
+from shoal.api.validation import CONTAINER_UPDATE_BODY, EXEC_CREATE, read_body
 from shoal.cluster.errors import EngineError
 
 
@@ -83,6 +84,16 @@ async def pass_through_refresh(
     return await forward(engine, request, target, after=after)
 
 
+async def update_container(
+    ctx: ApiContext, request: Request, params: Params
+) -> Response | StreamResponse:
+    """`docker update`: the body is type-checked like the engine's before it is passed on, and
+    an unknown container is a 404 before the body is read, as in classic Swarm."""
+    find_healthy(ctx.cluster, params["name"])
+    await read_body(request, CONTAINER_UPDATE_BODY)
+    return await pass_through_refresh(ctx, request, params)
+
+
 async def rename_container(
     ctx: ApiContext, request: Request, params: Params
 ) -> Response | StreamResponse:
@@ -125,14 +136,10 @@ async def attach_container(
 
 async def create_exec(ctx: ApiContext, request: Request, params: Params) -> Response:
     placed = ctx.cluster.find_container(params["name"])
-    body = await request.json()
-    if not isinstance(body, dict):
-        raise HTTPError(400, "invalid JSON: an exec config object is required")
+    body = await read_body(request, EXEC_CREATE)
     if not body.get("Cmd"):
         raise HTTPError(400, "No exec command specified")
-    created = await placed.engine.call(
-        "POST", f"/containers/{placed.container.id}/exec", body=body
-    )
+    created = await placed.engine.call("POST", f"/containers/{placed.container.id}/exec", body=body)
     ctx.cluster.record_exec(created["Id"], placed.container.id)
     return json_response(created, 201)
 

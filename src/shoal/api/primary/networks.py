@@ -16,6 +16,7 @@ from shoal.api.primary.context import ApiContext, Params
 from shoal.api.primary.fanout import prune_each
 from shoal.api.primary.filters import match_labels, parse_filters
 from shoal.api.primary.proxy import quietly
+from shoal.api.validation import NETWORK_CREATE_BODY, read_body
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
 from shoal.cluster.errors import EngineError
@@ -84,8 +85,9 @@ def network_matches(
         "id": lambda v: any(network.id.startswith(x) for x in v),
         "type": lambda v: any((x == "builtin") == (network.name in BUILTIN) for x in v),
         "label": lambda v: match_labels(data.get("Labels") or {}, v),
-        "dangling": lambda v: (v[0].lower() in ("true", "1"))
-        == _dangling(cluster, engine, network),
+        "dangling": lambda v: (
+            (v[0].lower() in ("true", "1")) == _dangling(cluster, engine, network)
+        ),
     }
     return all(checks[k](v) for k, v in filters.items() if k in checks)
 
@@ -110,17 +112,13 @@ async def list_networks(ctx: ApiContext, request: Request, params: Params) -> Re
 async def inspect_network(ctx: ApiContext, request: Request, params: Params) -> Response:
     engine, network = find_network(ctx.cluster, params["id"])
     data = dict(network.inspect)
-    data["Containers"] = network_containers(
-        network_engines(ctx.cluster, engine, network), network
-    )
+    data["Containers"] = network_containers(network_engines(ctx.cluster, engine, network), network)
     return json_response(data)
 
 
 async def create_network(ctx: ApiContext, request: Request, params: Params) -> Response:
     cluster = ctx.cluster
-    body = await request.json()
-    if not isinstance(body, dict):
-        raise HTTPError(400, "invalid JSON: a network config object is required")
+    body = await read_body(request, NETWORK_CREATE_BODY)
     name = body.get("Name")
     if not isinstance(name, str) or not name:
         raise HTTPError(400, "network name must be provided")

@@ -51,7 +51,7 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", f"{C}/restart", containers.pass_through_refresh),
     ("POST", f"{C}/pause", containers.pass_through_refresh),
     ("POST", f"{C}/unpause", containers.pass_through_refresh),
-    ("POST", f"{C}/update", containers.pass_through_refresh),
+    ("POST", f"{C}/update", containers.update_container),
     ("POST", f"{C}/wait", containers.pass_through_refresh),
     ("GET", f"{C}/logs", containers.pass_through),
     ("GET", f"{C}/top", containers.pass_through),

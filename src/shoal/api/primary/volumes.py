@@ -17,6 +17,7 @@ from shoal.api.primary.context import ApiContext, Params
 from shoal.api.primary.fanout import Policy, fan_out, prune_each
 from shoal.api.primary.filters import match_labels, parse_filters
 from shoal.api.primary.proxy import quietly
+from shoal.api.validation import VOLUME_CREATE_BODY, read_body
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
 from shoal.cluster.errors import EngineError
@@ -63,8 +64,10 @@ def volume_matches(
     """`docker volume ls --filter` other than `dangling`, plus shoal's `node`."""
     if "name" in filters and not any(v in shown for v in filters["name"]):
         return False
-    if "node" in filters and volume.driver == "local" and not (
-        {engine.name, engine.id} & set(filters["node"])
+    if (
+        "node" in filters
+        and volume.driver == "local"
+        and not ({engine.name, engine.id} & set(filters["node"]))
     ):
         return False
     if "driver" in filters and volume.driver not in filters["driver"]:
@@ -119,11 +122,7 @@ def choose_engines(
 
 async def create_volume(ctx: ApiContext, request: Request, params: Params) -> Response:
     cluster = ctx.cluster
-    body = await request.json()
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise HTTPError(400, "invalid JSON: a volume config object is required")
+    body = await read_body(request, VOLUME_CREATE_BODY)
     name = str(body.get("Name") or "")
     node: str | None = None
     if not name:
