@@ -29,6 +29,9 @@ from shoal.discovery.kv import KVDiscovery
 from shoal.discovery.url import parse_discovery
 from shoal.leadership.component import Leadership
 from shoal.leadership.election import Election
+from shoal.ops.metrics import Metrics
+from shoal.ops.server import OpsServer
+from shoal.ops.snapshot import SnapshotCache, read_cluster
 from shoal.options import ManageOptions
 from shoal.scheduler.scheduler import Scheduler
 
@@ -80,6 +83,15 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
     if options.replication:
         election = _replication(options, discovery, ctx, dispatcher, watchdog, client_ssl)
     server = APIServer(dispatcher, list(options.hosts), server_ssl)
+    metrics = Metrics()  # one registry per manager; the counting parts get it passed in
+    ops = None
+    if options.metrics_addr is not None:
+        self_addr = options.advertise or options.hosts[0]
+        snapshots = SnapshotCache(
+            lambda: read_cluster(cluster, ctx.strategy, ctx.role(), self_addr)
+        )
+        metrics.watch_cluster(snapshots.get)
+        ops = OpsServer(metrics, snapshots, *options.metrics_addr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -88,6 +100,8 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
     try:
         try:
             await server.start()
+            if ops is not None:
+                await ops.start()
         except (OSError, ValueError) as exc:
             raise StartupError(str(exc)) from None
         cluster.watch(discovery)
@@ -102,6 +116,8 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
     finally:
         if election is not None:
             await election.stop()
+        if ops is not None:
+            await ops.close()
         await server.close()
         await watchdog.stop()
         await cluster.close()
