@@ -13,7 +13,7 @@ import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from shoal import __version__
-
+from shoal.sandbox import Sandbox
 from tests.integration.conftest import MakeSandbox
 from tests.integration.manager import Manager, free_port
 
@@ -26,6 +26,7 @@ class OpsManager(Manager):
     """A manager started with `--metrics-addr` on a free loopback port."""
 
     metrics_port: int
+    sandbox: Sandbox
 
     @property
     def ops_url(self) -> str:
@@ -48,7 +49,7 @@ async def ops_manager(make_sandbox: MakeSandbox) -> AsyncIterator[OpsManager]:
         port,
     )
     mgr.metrics_port = metrics_port
-    mgr.sandbox = sandbox  # type: ignore[attr-defined]
+    mgr.sandbox = sandbox
     await mgr.start()
     try:
         await mgr.wait_nodes(2)
@@ -115,7 +116,7 @@ def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
 
 async def test_metrics_follow_creates_and_a_killed_engine(ops_manager: OpsManager) -> None:
     mgr = ops_manager
-    sandbox = mgr.sandbox  # type: ignore[attr-defined]
+    sandbox = mgr.sandbox
     addr0, addr1 = sandbox.nodes[0].addr, sandbox.nodes[1].addr
     text, samples = await scrape(mgr)
     assert value(samples, "shoal_engines", state="healthy") == 2

@@ -20,7 +20,6 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from shoal.sandbox import Sandbox
 from tests.integration.conftest import run_docker
 from tests.integration.test_metrics import OpsManager, create, ops_manager
 
@@ -88,19 +87,19 @@ async def test_page_shows_nodes_containers_and_a_dead_node(
     ops_manager: OpsManager, browser: webdriver.Chrome
 ) -> None:
     mgr = ops_manager
-    sandbox: Sandbox = mgr.sandbox  # type: ignore[attr-defined]
+    sandbox = mgr.sandbox
     # Give the screenshot some variety: a few image names, all the sandbox's busybox.
     for node in sandbox.nodes:
         for tag in ("shop/web:2.4", "shop/api:1.9", "redis-ish:7"):
             done = await run_docker(node.docker_host, "tag", "busybox:latest", tag)
             assert done.returncode == 0, done.stderr
-    for name, node, image, extra in (
-        ("web-1", "node-0", "shop/web:2.4", {"HostConfig": {"Memory": 256 * 2**20}}),
-        ("api-1", "node-0", "shop/api:1.9", {"HostConfig": {"CpuShares": 1}}),
-        ("cache", "node-1", "redis-ish:7", {"HostConfig": {"Memory": 512 * 2**20}}),
+    for name, node, image, host_config in (
+        ("web-1", "node-0", "shop/web:2.4", {"Memory": 256 * 2**20}),
+        ("api-1", "node-0", "shop/api:1.9", {"CpuShares": 1}),
+        ("cache", "node-1", "redis-ish:7", {"Memory": 512 * 2**20}),
         ("web-2", "node-1", "shop/web:2.4", {}),
     ):
-        status, body = await create(mgr, name, node, Image=image, **extra)
+        status, body = await create(mgr, name, node, Image=image, HostConfig=host_config)
         assert status == 201, body
 
     await asyncio.to_thread(browser.get, mgr.ops_url + "/")

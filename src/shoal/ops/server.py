@@ -69,10 +69,10 @@ class OpsServer:
 
     async def start(self) -> None:
         """Bind and serve; OSError if the address is taken."""
-        runner = web.AppRunner(self.app(), access_log=None)
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port, shutdown_timeout=1.0)
+            site = web.TCPSite(runner, self.host, self.port)
             await site.start()
         except BaseException:
             await runner.cleanup()
