@@ -31,7 +31,7 @@ from shoal.leadership.component import Leadership
 from shoal.leadership.election import Election
 from shoal.ops.metrics import Metrics
 from shoal.ops.server import OpsServer
-from shoal.ops.snapshot import SnapshotCache, read_cluster
+from shoal.ops.snapshot import ClusterReader, SnapshotCache
 from shoal.options import ManageOptions
 from shoal.scheduler.scheduler import Scheduler
 
@@ -88,9 +88,9 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
     if options.metrics_addr is not None:
         self_addr = options.advertise or options.hosts[0]
         snapshots = SnapshotCache(
-            lambda: read_cluster(cluster, ctx.strategy, ctx.role(), self_addr)
+            ClusterReader(cluster, ctx.strategy, lambda: ctx.role(), self_addr)
         )
-        metrics.watch_cluster(snapshots.get)
+        metrics.watch_cluster(snapshots.latest)
         ops = OpsServer(metrics, snapshots, *options.metrics_addr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

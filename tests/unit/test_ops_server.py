@@ -16,7 +16,7 @@ from tests.unit.test_ops_metrics import node, snapshot
 async def started(read: list[ClusterSnapshot]) -> OpsServer:
     snapshots = SnapshotCache(lambda: read[0], max_age=0.0)
     metrics = Metrics()
-    metrics.watch_cluster(snapshots.get)
+    metrics.watch_cluster(snapshots.latest)
     server = OpsServer(metrics, snapshots, "127.0.0.1", 0, stream_interval=0.05)
     await server.start()
     return server

@@ -1,7 +1,7 @@
 """An immutable picture of the cluster for the metrics and the page, taken at most once a second.
 
-`read_cluster` is the only code in `shoal.ops` that reads the cluster's and engines'
-attributes: when those are renamed, this is the one function to change.
+`ClusterReader` is the only code in `shoal.ops` that reads the cluster's and engines'
+attributes: when those are renamed, this is the one class to change.
 """
 
 from __future__ import annotations
@@ -11,18 +11,20 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import is_
 
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import EngineState
+from shoal.cluster.records import Container
 
 __all__ = [
     "CONTAINER_STATES",
     "ENGINE_STATES",
+    "ClusterReader",
     "ClusterSnapshot",
     "ContainerView",
     "NodeView",
     "SnapshotCache",
-    "read_cluster",
 ]
 
 #: Engine states as the metrics and the page name them, in display order.
@@ -81,13 +83,86 @@ def natural_key(text: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def read_cluster(
-    cluster: Cluster, strategy: str, role: tuple[str, str | None], self_addr: str
-) -> ClusterSnapshot:
-    """Copy what the ops endpoints need out of the live cluster (on the event loop)."""
-    nodes = []
-    for engine in cluster.engines.values():
-        containers = tuple(
+@dataclass(slots=True)
+class _EngineMemo:
+    """One engine's containers as last read, kept by identity so unchanged ones are reused."""
+
+    seen: tuple[Container, ...]
+    views: tuple[ContainerView, ...]
+    states: Counter[str]
+    reserved_cpus: int
+    reserved_memory: int
+
+
+class ClusterReader:
+    """Copies what the ops endpoints need out of the live cluster (on the event loop).
+
+    Engines' cached containers are replaced, never mutated, when they change, so an
+    engine whose container objects are the same ones as last time is not read again:
+    at a thousand nodes a snapshot costs what changed since the last one.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        strategy: str,
+        role: Callable[[], tuple[str, str | None]],
+        self_addr: str,
+    ) -> None:
+        self._cluster = cluster
+        self._strategy = strategy
+        self._role = role
+        self._self_addr = self_addr
+        self._memo: dict[str, _EngineMemo] = {}
+
+    def __call__(self) -> ClusterSnapshot:
+        cluster = self._cluster
+        nodes = []
+        totals: Counter[str] = Counter()
+        memo: dict[str, _EngineMemo] = {}
+        for entry, engine in cluster.engines.items():
+            m = self._engine(self._memo.get(entry), tuple(engine.containers.values()))
+            memo[entry] = m
+            totals.update(m.states)
+            nodes.append(
+                NodeView(
+                    name=engine.specs.name or engine.addr,
+                    addr=engine.addr,
+                    state=_STATE_NAMES[engine.state],
+                    error=engine.error,
+                    cpus=engine.total_cpus,
+                    reserved_cpus=m.reserved_cpus,
+                    memory=engine.total_memory,
+                    reserved_memory=m.reserved_memory,
+                    failures=engine.failure_count,
+                    containers=m.views,
+                )
+            )
+        self._memo = memo
+        # A container moved off a failed node is cached twice until the node is cleaned:
+        # count it once, as `docker ps` lists it once.
+        for copies in cluster.by_swarm_id.values():
+            if len(copies) > 1:
+                for placed in copies:
+                    if not cluster.visible(placed):
+                        totals[placed.container.status or "unknown"] -= 1
+        nodes.sort(key=lambda n: (natural_key(n.name), n.addr))
+        role_name, primary = self._role()
+        return ClusterSnapshot(
+            strategy=self._strategy,
+            role=role_name,
+            primary=primary or (self._self_addr if role_name == "primary" else ""),
+            nodes=tuple(nodes),
+            containers_by_state={**dict.fromkeys(CONTAINER_STATES, 0), **totals},
+            event_listeners=cluster.bus.listeners,
+            taken_at=time.time(),
+        )
+
+    @staticmethod
+    def _engine(old: _EngineMemo | None, seen: tuple[Container, ...]) -> _EngineMemo:
+        if old is not None and len(old.seen) == len(seen) and all(map(is_, old.seen, seen)):
+            return old
+        views = tuple(
             sorted(
                 (
                     ContainerView(
@@ -96,38 +171,18 @@ def read_cluster(
                         image=str(c.config.get("Image") or ""),
                         state=c.status or "unknown",
                     )
-                    for c in engine.containers.values()
+                    for c in seen
                 ),
-                key=lambda c: c.name,
+                key=lambda v: v.name,
             )
         )
-        name = engine.specs.name or engine.addr
-        nodes.append(
-            NodeView(
-                name=name,
-                addr=engine.addr,
-                state=_STATE_NAMES[engine.state],
-                error=engine.error,
-                cpus=engine.total_cpus,
-                reserved_cpus=sum(c.reserved_cpus for c in engine.containers.values()),
-                memory=engine.total_memory,
-                reserved_memory=sum(c.reserved_memory for c in engine.containers.values()),
-                failures=engine.failure_count,
-                containers=containers,
-            )
+        return _EngineMemo(
+            seen=seen,
+            views=views,
+            states=Counter(v.state for v in views),
+            reserved_cpus=sum(c.reserved_cpus for c in seen),
+            reserved_memory=sum(c.reserved_memory for c in seen),
         )
-    nodes.sort(key=lambda n: (natural_key(n.name), n.addr))
-    by_state: Counter[str] = Counter(p.container.status or "unknown" for p in cluster.containers())
-    role_name, primary = role
-    return ClusterSnapshot(
-        strategy=strategy,
-        role=role_name,
-        primary=primary or (self_addr if role_name == "primary" else ""),
-        nodes=tuple(nodes),
-        containers_by_state={**dict.fromkeys(CONTAINER_STATES, 0), **by_state},
-        event_listeners=cluster.bus.listeners,
-        taken_at=time.time(),
-    )
 
 
 _STATE_NAMES = {
@@ -157,7 +212,15 @@ class SnapshotCache:
         self._at = 0.0
         self.version = 0
 
+    def latest(self) -> ClusterSnapshot:
+        """The last snapshot without reading the cluster: safe off the event loop."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            raise LookupError("no snapshot taken yet")
+        return snapshot
+
     def get(self) -> ClusterSnapshot:
+        """The snapshot, taken again if older than `max_age` (event loop only)."""
         now = self._clock()
         if self._snapshot is None or now - self._at >= self._max_age:
             fresh = self._read()
