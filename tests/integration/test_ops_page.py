@@ -77,10 +77,10 @@ def cards(driver: webdriver.Chrome) -> dict[str, str]:
     }
 
 
-def on_card(driver: webdriver.Chrome, node: str, container: str) -> bool:
-    return bool(driver.find_elements(
-        By.CSS_SELECTOR, f'article.card[data-node="{node}"] li[data-container="{container}"]'
-    ))
+def on_card(driver: webdriver.Chrome, node: str, container: str, state: str = "") -> bool:
+    """Whether the node's card lists the container (in `state`, if given)."""
+    item = f'li[data-container="{container}"]' + (f'[data-state="{state}"]' if state else "")
+    return bool(driver.find_elements(By.CSS_SELECTOR, f'article.card[data-node="{node}"] {item}'))
 
 
 async def test_page_shows_nodes_containers_and_a_dead_node(
@@ -116,8 +116,9 @@ async def test_page_shows_nodes_containers_and_a_dead_node(
     # A container created through the Docker API shows up on its node's card, live.
     status, body = await create(mgr, "worker-7", "node-1", Image="shop/api:1.9")
     assert status == 201, body
-    took = await poll("worker-7 on node-1", lambda: on_card(browser, "node-1", "worker-7"), 10)
-    print(f"\ncontainer visible on the page {took:.2f}s after its start returned")
+    took = await poll("worker-7 running on node-1",
+                      lambda: on_card(browser, "node-1", "worker-7", "running"), 10)
+    print(f"\ncontainer shown running on the page {took:.2f}s after its start returned")
     assert not on_card(browser, "node-0", "worker-7")
     shot = os.path.join(artifacts_dir(), "ops-page.png")
     await asyncio.to_thread(browser.save_screenshot, shot)
