@@ -287,6 +287,9 @@ def _add_manage(group: AliasGroup) -> None:
                   help="bytes per second a request body is given time for")
     @click.option("--api-max-connections", default="2048", metavar="N", show_default=True,
                   help="open API connections; more are closed at once (0: no cap)")
+    @click.option("--metrics-addr", "metrics_addr", default="", metavar="HOST:PORT",
+                  help="serve Prometheus metrics (/metrics) and the cluster page (/) here "
+                  "(default: off)")
     @click.pass_context
     def manage(ctx: click.Context, /, discovery: tuple[str, ...], **flags: Any) -> None:
         try:
@@ -478,16 +481,22 @@ def build_cli() -> RootGroup:
     @click.option("--log-level", "-l", "log_level", default=None, metavar="LEVEL",
                   help="Log level (options: debug, info, warn, error, fatal, panic)"
                   "  [default: info]")
+    @click.option("--log-format", "log_format", default="text", metavar="FORMAT",
+                  help="Log format (options: text, json)  [default: text]")
     @click.option("--experimental", is_flag=True, help="run the experimental build")
     @click.pass_context
-    def root(ctx: click.Context, debug: bool, log_level: str | None, experimental: bool) -> None:
+    def root(
+        ctx: click.Context, debug: bool, log_level: str | None, log_format: str,
+        experimental: bool,
+    ) -> None:
         try:
             glob = parse_global(
-                debug=debug, experimental=experimental, log_level=log_level, env=os.environ
+                debug=debug, experimental=experimental, log_level=log_level, env=os.environ,
+                log_format=log_format,
             )
         except OptionsError as exc:
             _fail(exc.message)
-        logs.setup(glob.log_level)
+        logs.setup(glob.log_level, glob.log_format)
         ctx.obj = glob
 
     assert isinstance(root, RootGroup)

@@ -1,8 +1,11 @@
-"""Logging setup: logrus-style ``time=... level=... msg=...`` lines on stdout.
+"""Logging setup: logrus-style ``time=... level=... msg=...`` lines on stdout, or JSON.
 
 Structured fields go in ``extra={"fields": {...}}``::
 
     log.info("Registering", extra={"fields": {"addr": addr}})
+
+``--log-format json`` writes the same record as one JSON object per line (logrus's
+JSON formatter: ``time``, ``level``, ``msg``, then the fields), for log shippers.
 """
 
 from __future__ import annotations
@@ -13,7 +16,15 @@ import logging
 import re
 import sys
 
-__all__ = ["LEVELS", "PANIC", "LogfmtFormatter", "parse_level", "setup"]
+__all__ = [
+    "LEVELS",
+    "LOG_FORMATS",
+    "PANIC",
+    "JsonFormatter",
+    "LogfmtFormatter",
+    "parse_level",
+    "setup",
+]
 
 PANIC = logging.CRITICAL + 10
 # Classic Swarm's (logrus) level names; "warning" is logrus's own alias.
@@ -34,6 +45,10 @@ _NAMES = {
     logging.CRITICAL: "fatal",
     PANIC: "panic",
 }
+LOG_FORMATS = ("text", "json")
+#: Keys the JSON formatter writes itself; a field of the same name is prefixed
+#: with ``fields.``, as logrus does, rather than overwriting them.
+_RESERVED = frozenset({"time", "level", "msg", "error"})
 _PLAIN = re.compile(r"[A-Za-z0-9\-._/@^+]+")
 _HANDLER_NAME = "shoal-logfmt"
 
@@ -72,6 +87,36 @@ class LogfmtFormatter(logging.Formatter):
         return " ".join(parts)
 
 
+def _json_value(value: object) -> object:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return str(value)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, msg, the record's fields, and any error."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.datetime.fromtimestamp(record.created).astimezone()
+        out: dict[str, object] = {
+            "time": stamp.isoformat(timespec="milliseconds"),
+            "level": _NAMES.get(record.levelno, record.levelname.lower()),
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            for key, val in fields.items():
+                name = str(key)
+                out[f"fields.{name}" if name in _RESERVED else name] = _json_value(val)
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stdout`` is at emit time (test runners swap it)."""
 
@@ -87,9 +132,11 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def setup(level: str) -> None:
+def setup(level: str, log_format: str = "text") -> None:
     """Send all logging to stdout at ``level``; calling again replaces the setup."""
     numeric = parse_level(level)
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f'unsupported log format "{log_format}" (use text or json)')
     logging.addLevelName(PANIC, "PANIC")
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -97,6 +144,6 @@ def setup(level: str) -> None:
             root.removeHandler(handler)
     handler = _StdoutHandler()
     handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(LogfmtFormatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else LogfmtFormatter())
     root.addHandler(handler)
     root.setLevel(numeric)

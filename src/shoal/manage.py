@@ -36,6 +36,9 @@ from shoal.discovery.url import parse_discovery
 from shoal.leadership.component import Leadership
 from shoal.leadership.election import Election
 from shoal.malloc import pin_mmap_threshold
+from shoal.ops.metrics import Metrics
+from shoal.ops.server import OpsServer
+from shoal.ops.snapshot import ClusterReader, SnapshotCache
 from shoal.options import ManageOptions
 from shoal.scheduler.scheduler import Scheduler
 
@@ -81,6 +84,15 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
         limits,
         versions=lambda: (ctx.min_api_version(), ctx.api_version()),
     )
+    metrics = Metrics()  # one registry per manager; the counting parts get it passed in
+    ops = None
+    if options.metrics_addr is not None:
+        self_addr = options.advertise or options.hosts[0]
+        snapshots = SnapshotCache(
+            ClusterReader(cluster, ctx.strategy, lambda: ctx.role(), self_addr)
+        )
+        metrics.watch_cluster(snapshots.latest)
+        ops = OpsServer(metrics, snapshots, *options.metrics_addr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -89,6 +101,8 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
     try:
         try:
             await server.start()
+            if ops is not None:
+                await ops.start()
         except (OSError, ValueError) as exc:
             raise StartupError(str(exc)) from None
         cluster.watch(discovery)
@@ -103,6 +117,8 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
     finally:
         if election is not None:
             await election.stop()
+        if ops is not None:
+            await ops.close()
         await server.close()
         await watchdog.stop()
         await cluster.close()

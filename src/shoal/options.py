@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from shoal.discovery.base import DiscoveryError, split_host_port
 from shoal.discovery.url import KV_SCHEMES, parse_discovery, split_discovery_url
 from shoal.durations import DurationError, parse_duration
-from shoal.logs import parse_level
+from shoal.logs import LOG_FORMATS, parse_level
 from shoal.scheduler.filters import DEFAULT_FILTERS as DEFAULT_SCHEDULER_FILTERS
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "parse_join",
     "parse_list",
     "parse_manage",
+    "parse_metrics_addr",
     "select_discovery",
 ]
 
@@ -72,6 +73,7 @@ class GlobalOptions:
     debug: bool = False
     experimental: bool = False
     log_level: str = "info"
+    log_format: str = "text"
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ class ManageOptions:
     debug: bool = False
     experimental: bool = False
     log_level: str = "info"
+    #: (host, port) of the metrics and cluster-page listener; None keeps it off.
+    metrics_addr: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,7 @@ class RawManage:
     api_body_timeout: str = "1m0s"
     api_body_min_rate: str = "65536"
     api_max_connections: str = "2048"
+    metrics_addr: str = ""
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,12 @@ def parse_bool(text: str) -> bool | None:
 
 
 def parse_global(
-    *, debug: bool, experimental: bool, log_level: str | None, env: Mapping[str, str]
+    *,
+    debug: bool,
+    experimental: bool,
+    log_level: str | None,
+    env: Mapping[str, str],
+    log_format: str = "text",
 ) -> GlobalOptions:
     """Global flags; ``--debug`` (or DEBUG) forces debug unless ``-l`` was given."""
     if not debug:
@@ -215,7 +225,24 @@ def parse_global(
         raise OptionsError(str(exc)) from None
     if log_level is None and debug:
         level = "debug"
-    return GlobalOptions(debug=debug, experimental=experimental, log_level=level.lower())
+    if log_format not in LOG_FORMATS:
+        raise OptionsError(f'unsupported log format "{log_format}" (use text or json)')
+    return GlobalOptions(
+        debug=debug, experimental=experimental, log_level=level.lower(), log_format=log_format
+    )
+
+
+def parse_metrics_addr(text: str) -> tuple[str, int] | None:
+    """``--metrics-addr``: ``host:port`` (port 0 picks a free one); empty means off."""
+    if not text:
+        return None
+    try:
+        host, port = split_host_port(text)
+    except ValueError:
+        raise OptionsError("--metrics-addr should be of the form host:port") from None
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise OptionsError("--metrics-addr should be of the form host:port")
+    return host or "0.0.0.0", int(port)
 
 
 def select_discovery(args: Sequence[str], env: Mapping[str, str], verb: str) -> str:
@@ -427,6 +454,7 @@ def parse_manage(
     cluster_opts, overcommit, create_retry = parse_cluster_opts(raw.cluster_opts)
 
     hosts = _hosts(raw.hosts, env)
+    metrics_addr = parse_metrics_addr(raw.metrics_addr)
     advertise = raw.advertise if raw.advertise is not None else env.get("SWARM_ADVERTISE", "")
     replication_ttl = 20.0
     if raw.replication:
@@ -460,6 +488,7 @@ def parse_manage(
         debug=glob.debug,
         experimental=glob.experimental,
         log_level=glob.log_level,
+        metrics_addr=metrics_addr,
     )
 
 

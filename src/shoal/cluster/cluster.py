@@ -254,6 +254,10 @@ class Cluster:
         """Every container once: copies hidden behind another copy of their swarm ID are not."""
         return self._index.containers()
 
+    def hidden_copies(self) -> Iterator[Placed]:
+        """Stale copies of a moved container, cached twice until its old node is cleaned."""
+        return self._index.hidden()
+
     def copies(self, swarm_id: str) -> list[Placed]:
         """Every cached copy of a swarm ID (more than one only around a node failure)."""
         return self._index.copies(swarm_id)

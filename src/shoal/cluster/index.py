@@ -76,6 +76,13 @@ class ContainerIndex:
         """Every container once: copies hidden behind another copy of their swarm ID are not."""
         return (p for p in self._by_id.values() if self.visible(p))
 
+    def hidden(self) -> Iterator[Placed]:
+        """The copies `containers()` leaves out: the stale ones around a node failure."""
+        for copies in self._by_swarm_id.values():
+            if len(copies) > 1:
+                shown = preferred_copy(copies)
+                yield from (p for p in copies if p is not shown)
+
     def by_id(self, cid: str) -> Placed | None:
         return self._by_id.get(cid)
 

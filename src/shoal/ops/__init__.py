@@ -1,0 +1,1 @@
+"""Operating shoal: Prometheus metrics and the live cluster page on ``--metrics-addr``."""

@@ -1,0 +1,171 @@
+"""`--metrics-addr`: /metrics of a manager over real engines follows creates and a killed node."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
+
+from shoal import __version__
+from shoal.sandbox import Sandbox
+from tests.integration.conftest import MakeSandbox
+from tests.integration.manager import Manager, free_port
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+class OpsManager(Manager):
+    """A manager started with `--metrics-addr` on a free loopback port."""
+
+    metrics_port: int
+    sandbox: Sandbox
+
+    @property
+    def ops_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def ops_manager(make_sandbox: MakeSandbox) -> AsyncIterator[OpsManager]:
+    """Two fresh nodes (one gets killed) and a manager over them with the ops listener."""
+    sandbox = await make_sandbox(2, registry=False)
+    port, metrics_port = free_port(), free_port()
+    mgr = OpsManager(
+        [
+            "manage", "-H", f"tcp://127.0.0.1:{port}",
+            "--engine-refresh-min-interval", "1s", "--engine-refresh-max-interval", "2s",
+            "--engine-failure-retry", "2",
+            "--metrics-addr", f"127.0.0.1:{metrics_port}",
+            sandbox.discovery,
+        ],
+        port,
+    )
+    mgr.metrics_port = metrics_port
+    mgr.sandbox = sandbox
+    await mgr.start()
+    try:
+        await mgr.wait_nodes(2)
+        yield mgr
+    finally:
+        await mgr.stop()
+
+
+async def create(
+    mgr: Manager, name: str, node: str | None, *, start: bool = True, **extra: Any
+) -> tuple[int, str]:
+    """POST /containers/create (pinned to `node` by a constraint), then start it: status, body."""
+    body: dict[str, Any] = {"Image": "busybox", "Cmd": ["sleep", "600"], **extra}
+    if node is not None:
+        body["Env"] = [f"constraint:node=={node}"]
+    async with mgr.session() as session:
+        async with session.post(
+            mgr.url + "/containers/create", params={"name": name}, json=body
+        ) as resp:
+            text = await resp.text()
+            if resp.status != 201 or not start:
+                return resp.status, text
+        async with session.post(mgr.url + f"/containers/{name}/start") as started:
+            assert started.status == 204, await started.text()
+        return resp.status, text
+
+
+async def scrape(mgr: OpsManager) -> tuple[str, Samples]:
+    async with aiohttp.ClientSession() as session, session.get(
+        mgr.ops_url + "/metrics"
+    ) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = await resp.text()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return text, samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+async def wait_metrics(
+    mgr: OpsManager, want: dict[tuple[str, frozenset[tuple[str, str]]], float], timeout: float
+) -> Samples:
+    """Scrape until every wanted sample has its value; bounded, says what differed."""
+    deadline = time.monotonic() + timeout
+    samples: Samples = {}
+    while time.monotonic() < deadline:
+        _, samples = await scrape(mgr)
+        if all(samples.get(k) == v for k, v in want.items()):
+            return samples
+        await asyncio.sleep(0.3)
+    wrong = {k: (samples.get(k), v) for k, v in want.items() if samples.get(k) != v}
+    raise AssertionError(f"metrics did not settle within {timeout}s (got, want): {wrong}")
+
+
+def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return name, frozenset(labels.items())
+
+
+async def test_metrics_follow_creates_and_a_killed_engine(ops_manager: OpsManager) -> None:
+    mgr = ops_manager
+    sandbox = mgr.sandbox
+    addr0, addr1 = sandbox.nodes[0].addr, sandbox.nodes[1].addr
+    text, samples = await scrape(mgr)
+    assert value(samples, "shoal_engines", state="healthy") == 2
+    assert value(samples, "shoal_engines", state="unhealthy") == 0
+    assert value(samples, "shoal_containers", state="running") == 0
+    assert value(samples, "shoal_leader") == 1
+    assert value(samples, "shoal_info", version=__version__, strategy="spread") == 1
+    # The client library's process metrics come along.
+    assert "process_cpu_seconds_total" in text and "python_info" in text
+    cpus0 = value(samples, "shoal_engine_cpus", node="node-0", addr=addr0)
+    assert cpus0 is not None and cpus0 >= 1
+    assert value(samples, "shoal_engine_reserved_cpus", node="node-0", addr=addr0) == 0
+
+    # Three creates: two running (one reserving a CPU and 64 MiB), one only created.
+    mib64 = 64 * 1024 * 1024
+    status, body = await create(
+        mgr, "m-a", "node-0", HostConfig={"CpuShares": 1, "Memory": mib64}
+    )
+    assert status == 201, body
+    status, body = await create(mgr, "m-b", "node-1")
+    assert status == 201, body
+    status, body = await create(mgr, "m-c", "node-1", start=False)
+    assert status == 201, body
+    # One failed create: no node satisfies the constraint; nothing may be counted for it.
+    status, body = await create(mgr, "m-fail", "nowhere")
+    assert status == 500 and "node==nowhere" in body, body
+
+    samples = await wait_metrics(mgr, {
+        key("shoal_containers", state="running"): 2,
+        key("shoal_containers", state="created"): 1,
+        key("shoal_engine_containers", node="node-0", addr=addr0, state="running"): 1,
+        key("shoal_engine_containers", node="node-1", addr=addr1, state="running"): 1,
+        key("shoal_engine_containers", node="node-1", addr=addr1, state="created"): 1,
+        key("shoal_engine_reserved_memory_bytes", node="node-0", addr=addr0): mib64,
+        key("shoal_engine_reserved_cpus", node="node-0", addr=addr0): 1,
+        key("shoal_engine_reserved_memory_bytes", node="node-1", addr=addr1): 0,
+    }, timeout=10)
+    total = sum(v for (n, _), v in samples.items() if n == "shoal_containers")
+    assert total == 3, "the failed create must not be counted"
+
+    # One engine killed: the engine counts move from healthy to unhealthy.
+    await sandbox.nodes[1].kill()
+    samples = await wait_metrics(mgr, {
+        key("shoal_engines", state="healthy"): 1,
+        key("shoal_engines", state="unhealthy"): 1,
+        key("shoal_engine_state", node="node-1", addr=addr1, state="unhealthy"): 1,
+        key("shoal_engine_state", node="node-0", addr=addr0, state="healthy"): 1,
+    }, timeout=60)
+    assert value(samples, "shoal_engine_state", node="node-1", addr=addr1, state="healthy") is None
+    failures = value(samples, "shoal_engine_consecutive_failures", node="node-1", addr=addr1)
+    assert failures is not None and failures >= 2
+
