@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-log = logging.getLogger("shoal.events")
+log = logging.getLogger(__name__)
 
 SUBSCRIBER_LIMIT = 10_000
 HISTORY = 4096

@@ -1,6 +1,6 @@
 """Key-value store discovery (etcd, ZooKeeper, Consul): URL layout, backend interface, watch.
 
-Classic Swarm's layout (spec 2.2): engines register ``<prefix>/<kv.path>/<host:port>``
+Classic Swarm's layout: engines register ``<prefix>/<kv.path>/<host:port>``
 with a TTL; managers watch that directory; the leader lock lives at
 ``<prefix>/docker/swarm/leader``. One ``KVBackend`` per store does the store-specific
 work; ``KVDiscovery`` turns its directory watch into the ``Discovery`` interface,
@@ -31,7 +31,7 @@ __all__ = [
     "tls_from_options",
 ]
 
-log = logging.getLogger("shoal.discovery")
+log = logging.getLogger(__name__)
 
 DEFAULT_NODE_PATH = "docker/swarm/nodes"
 LEADER_PATH = "docker/swarm/leader"

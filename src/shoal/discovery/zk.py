@@ -27,7 +27,7 @@ CONNECT_TIMEOUT = 5.0
 ACQUIRE_POLL = 5.0
 DEFAULT_SESSION = 10.0
 
-log = logging.getLogger("shoal.discovery")
+log = logging.getLogger(__name__)
 
 
 def _describe(exc: BaseException) -> str:
@@ -44,7 +44,7 @@ class _ZKConn:
         if tls is not None:
             kwargs = {"use_ssl": True, "ca": tls.ca, "certfile": tls.cert, "keyfile": tls.key}
         self.session_timeout = session_timeout
-        kazoo_log = logging.getLogger("shoal.discovery.kazoo")
+        kazoo_log = logging.getLogger(f"{__name__}.kazoo")
         kazoo_log.setLevel(logging.WARNING)  # its INFO lines would pollute `shoal list`
         self.client = KazooClient(
             hosts=hosts,

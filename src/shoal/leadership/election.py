@@ -22,7 +22,7 @@ from shoal.leadership.store import LockLost, LockStore
 
 __all__ = ["Election", "Transition"]
 
-log = logging.getLogger("shoal.leadership")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from shoal.ops.snapshot import SnapshotCache
 
 __all__ = ["OpsServer"]
 
-log = logging.getLogger("shoal.ops")
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 #: How often a stream looks for a new snapshot version (the snapshot itself is cached).

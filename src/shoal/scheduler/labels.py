@@ -1,4 +1,4 @@
-"""Swarm's `com.docker.swarm.*` container labels and the env-to-label conversion (§5.5)."""
+"""Swarm's `com.docker.swarm.*` container labels and the env-to-label conversion."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def build_scheduling_config(
     cpus: int = 0,
     memory: int = 0,
 ) -> tuple[dict[str, Any], dict[str, str | None]]:
-    """Scheduling requirements of a `POST /build` (§3.9) and the build args left for the engine.
+    """Scheduling requirements of a `POST /build` and the build args left for the engine.
 
     The CLI sends `--build-arg constraint:node==node-1` as key `constraint:node`, value
     `=node-1`; joined as `key=value` it is the env form `constraint:node==node-1`.

@@ -43,7 +43,7 @@ class NodeContainer:
 
     @classmethod
     def from_inspect(cls, info: Mapping[str, Any], engine_cpus: int) -> NodeContainer:
-        """From a `GET /containers/{id}/json` body (CPUs read back per §5.4)."""
+        """From a `GET /containers/{id}/json` body (CpuShares read back as CPUs)."""
         config: Mapping[str, Any] = info.get("Config") or {}
         hc: Mapping[str, Any] = info.get("HostConfig") or {}
         labels: Mapping[str, str] = config.get("Labels") or {}
@@ -116,7 +116,7 @@ class PortSlot:
 
 @dataclass(frozen=True)
 class ContainerRefs:
-    """Lookup tables resolving a container reference with §3.3's rules."""
+    """Lookup tables resolving a container reference by ID, name or ID prefix."""
 
     ids: frozenset[str]
     short_ids: frozenset[str]
@@ -186,7 +186,7 @@ class Node:
     name: str
     addr: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
-    health: int = 100  # health indicator 0..100 (§5.1)
+    health: int = 100  # health indicator 0..100, lowered by failed calls
     total_cpus: int = 0
     total_memory: int = 0
     containers: Sequence[NodeContainer] = ()  # cached and pending

@@ -1,4 +1,4 @@
-"""CPU and memory accounting in classic Swarm's units (§5.4): CPUs are counted, not shared."""
+"""CPU and memory accounting in classic Swarm's units: CPUs are counted, not shared."""
 
 from __future__ import annotations
 

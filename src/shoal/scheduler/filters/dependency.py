@@ -21,7 +21,7 @@ def dependencies(req: Request) -> list[str]:
 
 
 class DependencyFilter(Filter):
-    """References resolve with the container rules of §3.3, on each node."""
+    """References resolve with the container rules (ID, name, prefix), on each node."""
 
     name = "dependency"
 

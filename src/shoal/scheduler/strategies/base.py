@@ -22,7 +22,7 @@ class Strategy(ABC):
 
 
 def weigh(req: Request, nodes: Sequence[Node], health_factor: int) -> list[tuple[int, Node]]:
-    """(weight, node) for every node the request fits on (§6.4)."""
+    """(weight, node) for every node the request fits on."""
     cpus, memory = req.cpus, req.memory
     out: list[tuple[int, Node]] = []
     for node in nodes:
