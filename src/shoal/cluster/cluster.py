@@ -377,8 +377,8 @@ class Cluster:
         """Schedule, then create on the first ranked node, trying the next on failure."""
         async with self._schedule_lock:
             if name:
-                labels = config.get("Labels")
-                swarm_id = labels.get(SWARM_ID_LABEL) if isinstance(labels, dict) else None
+                given = config.get("Labels")
+                swarm_id = given.get(SWARM_ID_LABEL) if isinstance(given, dict) else None
                 self.check_name(name, swarm_id=str(swarm_id or ""))
             labels = config.setdefault("Labels", None) or {}
             config["Labels"] = labels
