@@ -262,6 +262,9 @@ def _add_manage(group: AliasGroup) -> None:
                   help="set engine failure retry count")
     @click.option("--engine-refresh-retry", "refresh_retry", default="3", show_default=True,
                   help="deprecated; replaced by --engine-failure-retry")
+    @click.option("--engine-probe-timeout", default="5s", metavar="DURATION", show_default=True,
+                  help="flag an engine unhealthy when its health probe (once per refresh "
+                  "interval) gets no answer this long (0: no probe)")
     @click.option("--heartbeat", default="60s", metavar="DURATION", show_default=True,
                   help="period between each heartbeat")
     @click.option("--api-enable-cors", "--cors", "cors", is_flag=True,

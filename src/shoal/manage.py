@@ -154,6 +154,7 @@ def _cluster(options: ManageOptions, client_ssl: ssl.SSLContext | None) -> Clust
         refresh_max=options.refresh_max,
         failure_retry=options.failure_retry,
         overcommit=options.overcommit,
+        probe_timeout=options.engine_probe_timeout,
     )
     return Cluster(
         settings, scheduler, EventBus(), ssl_context=client_ssl, create_retry=options.create_retry

@@ -102,6 +102,7 @@ class ManageOptions:
     refresh_min: float = 30.0
     refresh_max: float = 60.0
     failure_retry: int = 3
+    engine_probe_timeout: float = 5.0
     replication: bool = False
     replication_ttl: float = 20.0
     advertise: str | None = None
@@ -162,6 +163,7 @@ class RawManage:
     refresh_max: str = "60s"
     failure_retry: str = "3"
     refresh_retry: str = "3"
+    engine_probe_timeout: str = "5s"
     heartbeat: str = "60s"
     cors: bool = False
     cluster_driver: str = "swarm"
@@ -436,6 +438,7 @@ def parse_manage(
     failure_retry = _flag_int(raw.failure_retry, "--engine-failure-retry")
     if failure_retry <= 0:
         raise OptionsError("invalid failure retry count")
+    probe_timeout = _limit_duration(raw.engine_probe_timeout, "--engine-probe-timeout")
 
     url = select_discovery(raw.args, env, "manage")
     heartbeat = _heartbeat(raw.heartbeat)
@@ -473,6 +476,7 @@ def parse_manage(
         refresh_min=refresh_min,
         refresh_max=refresh_max,
         failure_retry=failure_retry,
+        engine_probe_timeout=probe_timeout,
         replication=raw.replication,
         replication_ttl=replication_ttl,
         advertise=advertise or None,

@@ -21,6 +21,7 @@ from shoal.cluster.engine import Engine, EngineSettings, EngineState
 from shoal.cluster.errors import Conflict, EngineError, EngineFailure, NotFound
 from shoal.cluster.events import EventBus
 from shoal.cluster.index import ContainerIndex, Placed
+from shoal.cluster.names import NameReservations, check_free, name_key
 from shoal.cluster.records import SWARM_ID_LABEL, Container, normalize_ref
 from shoal.cluster.resources import pin_to_local_resources
 from shoal.discovery.base import Discovery, DiscoveryError
@@ -69,6 +70,8 @@ class Cluster:
     #: Called with (engine, action) on engine_connect/_disconnect/_reconnect (the watchdog).
     _state_listeners: list[Callable[[Engine, str], None]] = field(default_factory=list)
     _pending: dict[str, PendingCreate] = field(default_factory=dict)
+    #: Names renames in flight are setting (creates hold theirs in `_pending`).
+    names: NameReservations = field(default_factory=NameReservations)
     #: exec ID -> container ID, for the `/exec/{id}` routes.
     _execs: dict[str, str] = field(default_factory=dict)
     _generation: dict[int, int] = field(default_factory=dict)
@@ -307,6 +310,30 @@ class Cluster:
     def name_taken(self, name: str) -> Container | None:
         return self._index.name_taken(name)
 
+    def check_name(self, name: str, *, cid: str = "", swarm_id: str = "") -> None:
+        """Conflict unless NAME is free in the whole cluster for container CID (or for a
+        new copy of SWARM_ID): cached on no engine, set by no create or rename in flight."""
+        key = name_key(name)
+        check_free(
+            key,
+            self._index.named(key),
+            creating=key in self._pending,
+            renaming=self.names.holder(key),
+            cid=cid,
+            swarm_id=swarm_id,
+        )
+
+    @contextlib.contextmanager
+    def claim_name(self, name: str, cid: str) -> Iterator[None]:
+        """Hold NAME for a rename of CID until the block ends (Conflict if it is taken).
+
+        The check and the hold happen with no await between them, as a create's do, so
+        a create and a rename (or two renames) can never both pass for one name.
+        """
+        self.check_name(name, cid=cid)
+        with self.names.hold(name, cid):
+            yield
+
     # -- scheduling -----------------------------------------------------------------
     def node_views(self) -> list[Node]:
         """One scheduler view per active engine, rebuilt only when its cache changed."""
@@ -350,14 +377,9 @@ class Cluster:
         """Schedule, then create on the first ranked node, trying the next on failure."""
         async with self._schedule_lock:
             if name:
-                taken = self.name_taken(name)
-                if taken is not None or name.lstrip("/") in self._pending:
-                    cid = taken.id if taken is not None else ""
-                    raise Conflict(
-                        f'Conflict. The container name "/{name.lstrip("/")}" is already in use '
-                        f'by container "{cid}". You have to remove (or rename) that container '
-                        "to be able to reuse that name."
-                    )
+                given = config.get("Labels")
+                swarm_id = given.get(SWARM_ID_LABEL) if isinstance(given, dict) else None
+                self.check_name(name, swarm_id=str(swarm_id or ""))
             labels = config.setdefault("Labels", None) or {}
             config["Labels"] = labels
             if not labels.get(SWARM_ID_LABEL):

@@ -149,6 +149,7 @@ class Engine(EngineCache):
     async def _run(self) -> None:
         await self._validate_until_done()
         self._spawn(self.monitor.run(), f"events {self.address.entry}")
+        self._spawn(self._probe_loop(), f"probe {self.address.entry}")
         await self._refresh_loop()
 
     async def _validate_until_done(self) -> None:
@@ -207,6 +208,38 @@ class Engine(EngineCache):
                 log.debug("refresh of %s failed: %s", self.name, exc)
 
     # -- health -----------------------------------------------------------------
+    async def _probe_loop(self) -> None:
+        """Probe a Healthy engine once per refresh interval, apart from the refresh loop
+        (whose calls may each wait the full ordinary timeout on a hung daemon)."""
+        while self.settings.probe_timeout > 0:
+            spread = max(self.settings.refresh_max - self.settings.refresh_min, 0.0)
+            await asyncio.sleep(self.settings.refresh_min + random.random() * spread)
+            if self.state is EngineState.HEALTHY:
+                await self.probe()
+
+    async def probe(self) -> bool:
+        """`GET /_ping` within the probe timeout; True when the engine answered.
+
+        A daemon that accepts connections but does not answer (frozen, deadlocked) is
+        flagged Unhealthy at once, not after --engine-failure-retry ordinary timeouts
+        of 30 s each; a refused connection counts as one failure, like any call's.
+        """
+        timeout = self.settings.probe_timeout
+        try:
+            await self.client.call("GET", "/_ping", versioned=False, timeout=timeout)
+        except EngineError:
+            return True  # it answered, if oddly: only connection failures count
+        except EngineConnectionError as exc:
+            if isinstance(exc.__cause__, TimeoutError) and self.state is EngineState.HEALTHY:
+                log.warning(
+                    "Engine %s did not answer a health probe within %gs", self.name, timeout
+                )
+                self.failure_count = max(self.failure_count, self.settings.failure_retry - 1)
+            self.record_failure(str(exc))
+            return False
+        self._answered()
+        return True
+
     def record_success(self) -> None:
         self.updated_at = self.clock()
         self.error = ""

@@ -27,6 +27,8 @@ class EngineSettings:
     refresh_max: float = 60.0
     failure_retry: int = 3
     overcommit: float = 0.05
+    #: A health probe unanswered this long means a hung daemon (ordinary calls wait 30 s).
+    probe_timeout: float = 5.0
 
 
 class EngineListener(Protocol):

@@ -97,6 +97,10 @@ class ContainerIndex:
             return True
         return preferred_copy(copies) is placed
 
+    def named(self, name: str) -> list[Placed]:
+        """Every cached container with this exact name, on any engine."""
+        return list(self._by_name.get(name.lstrip("/"), ()))
+
     def name_taken(self, name: str) -> Container | None:
         for p in self._by_name.get(name.lstrip("/"), ()):
             return p.container

@@ -225,7 +225,8 @@ class Watchdog:
             engine.forget_container(container.id)
             return True
         config, networks = recreate_config(container)
-        engine.forget_container(container.id)
+        # The old copy stays cached (and keeps the name against every other create or
+        # rename) until the new copy is; the create may take the name for the same swarm ID.
         try:
             placed = await self.cluster.create_container(config, name, None)
         except (SchedulerError, ClusterError) as exc:
@@ -247,6 +248,7 @@ class Watchdog:
             await self._remove(placed)
             self._restore(engine, container)
             return False
+        engine.forget_container(container.id)
         await self._finish_move(engine, container, placed, networks)
         return True
 
@@ -286,7 +288,8 @@ class Watchdog:
             await self._start(placed)
 
     def _restore(self, engine: Engine, container: Container) -> None:
-        """A container that could not move is listed again on its node (as `Host Down`)."""
+        """A container that could not move stays listed on its node (as `Host Down`), even
+        if a refresh dropped it meanwhile."""
         if (
             self.cluster.engine_at(engine.address.entry) is engine
             and engine.state is EngineState.UNHEALTHY

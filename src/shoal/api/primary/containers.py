@@ -97,17 +97,15 @@ async def update_container(
 async def rename_container(
     ctx: ApiContext, request: Request, params: Params
 ) -> Response | StreamResponse:
+    """Names are unique cluster-wide: the new one is held (as a create holds its own) until
+    the engine has answered and the renamed container is cached again, so two renames, or
+    a rename and a create, on two nodes never both get it."""
     placed = find_healthy(ctx.cluster, params["name"])
     new_name = request.arg("name") or ""
-    taken = ctx.cluster.name_taken(new_name)
-    if taken is not None and taken.id != placed.container.id:
-        raise HTTPError(
-            409,
-            f'Conflict. The container name "/{new_name.lstrip("/")}" is already in use '
-            f'by container "{taken.id}". You have to remove (or rename) that container '
-            "to be able to reuse that name.",
-        )
-    return await pass_through_refresh(ctx, request, params)
+    if not new_name:
+        return await pass_through_refresh(ctx, request, params)  # the engine's own 400
+    with ctx.cluster.claim_name(new_name, placed.container.id):
+        return await pass_through_refresh(ctx, request, params)
 
 
 async def remove_container(
