@@ -205,6 +205,7 @@ class Engine(EngineCache):
                 await self.refresh_all()
             except EngineFailure as exc:
                 log.debug("refresh of %s failed: %s", self.name, exc)
+                self.settings.telemetry.engine_refresh_failed(self.name, self.addr)
 
     # -- health -----------------------------------------------------------------
     def record_success(self) -> None:
@@ -271,6 +272,7 @@ class Engine(EngineCache):
                               cid, self.name, exc)
                     continue
             log.info("Removed duplicate container %s from %s", cid, self.name)
+            self.settings.telemetry.duplicate_removed()
             self.forget_container(cid)
 
     def record_failure(self, error: str) -> None:

@@ -94,6 +94,8 @@ class EventMonitor:
             except Exception:  # a bug must not end the monitor for good
                 failures += 1
                 log.exception("event monitor of %s crashed; restarting", self.engine.name)
+            reported = self.engine
+            reported.settings.telemetry.engine_events_reconnect(reported.name, reported.addr)
             await asyncio.sleep(min(failures, 10) if failures > 1 else 0.5)
             if self.engine.state is EngineState.PENDING:
                 # A changed daemon ID: keep probing so the error stays current.

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.cluster.records import Container
+from shoal.telemetry import NO_TELEMETRY, EngineTelemetry
 
 if TYPE_CHECKING:
     from shoal.cluster.engine import Engine
@@ -21,12 +22,13 @@ class EngineState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
-    """The manage flags that shape every engine's loops."""
+    """The manage flags that shape every engine's loops, and where engines report."""
 
     refresh_min: float = 30.0
     refresh_max: float = 60.0
     failure_retry: int = 3
     overcommit: float = 0.05
+    telemetry: EngineTelemetry = field(default=NO_TELEMETRY, compare=False, repr=False)
 
 
 class EngineListener(Protocol):

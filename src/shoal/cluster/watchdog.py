@@ -27,6 +27,7 @@ from shoal.scheduler.labels import (
     build_container_config,
     rules_from_config,
 )
+from shoal.telemetry import NO_TELEMETRY, WatchdogTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,11 @@ class Watchdog:
     """Reacts to engine state changes of its cluster; run it on the primary only."""
 
     def __init__(
-        self, cluster: Cluster, *, retry_delays: Sequence[float] = RETRY_DELAYS
+        self, cluster: Cluster, *, retry_delays: Sequence[float] = RETRY_DELAYS,
+        telemetry: WatchdogTelemetry = NO_TELEMETRY,
     ) -> None:
         self.cluster = cluster
+        self.telemetry = telemetry
         self.retry_delays = tuple(retry_delays)
         self._failures: dict[str, Failure] = {}
         self._lock = asyncio.Lock()
@@ -199,6 +202,7 @@ class Watchdog:
                     delay,
                 )
                 await asyncio.sleep(delay)
+                self.telemetry.watchdog_move("retried", len(todo))
         except Exception:  # a bug must not end the watch silently
             log.exception("watchdog failed handling %s", engine.name)
         finally:
@@ -226,13 +230,16 @@ class Watchdog:
             return True
         config, networks = recreate_config(container)
         engine.forget_container(container.id)
+        self.telemetry.watchdog_move("started")
         try:
             placed = await self.cluster.create_container(config, name, None)
         except (SchedulerError, ClusterError) as exc:
+            self.telemetry.watchdog_move("failed")
             log.error("Failed to reschedule container %s: %s", container.id, exc)
             self._restore(engine, container)
             return False
         except Exception:
+            self.telemetry.watchdog_move("failed")
             log.exception("Failed to reschedule container %s", container.id)
             self._restore(engine, container)
             return False
@@ -246,8 +253,10 @@ class Watchdog:
             )
             await self._remove(placed)
             self._restore(engine, container)
+            self.telemetry.watchdog_move("failed")
             return False
         await self._finish_move(engine, container, placed, networks)
+        self.telemetry.watchdog_move("succeeded")
         return True
 
     async def _finish_move(
@@ -324,3 +333,4 @@ class Watchdog:
             log.error("Failed to remove duplicate container %s: %s", cid, exc)
             return
         placed.engine.forget_container(cid)
+        self.telemetry.duplicate_removed()
