@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Final
 
-from shoal.api.http import Hijack, HTTPError, Request, Response, StreamResponse, error_response
+from shoal.api.http import Hijack, Request, Response, StreamResponse, error_response
 from shoal.api.primary.context import ApiContext
 from shoal.api.primary.errors import ANSWERED, answer_for
 from shoal.api.primary.routes import ROUTES
@@ -93,9 +93,8 @@ class PrimaryHandler:
 
 
 def failure_status(exc: BaseException) -> int:
-    """The status counted for a request whose handler raised: what the server answers."""
-    if isinstance(exc, HTTPError):
-        return exc.status
+    """The status counted for a request whose handler raised (HTTPError never gets here:
+    it is answered above): the server's 500, or the client gone."""
     if isinstance(exc, ConnectionError | asyncio.CancelledError):
         return GONE_STATUS
     return 500
