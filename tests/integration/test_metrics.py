@@ -1,4 +1,5 @@
-"""`--metrics-addr`: /metrics of a manager over real engines follows creates and a killed node."""
+"""`--metrics-addr`: /metrics of a manager over real engines follows requests, creates, a failed
+placement, a killed node and the watchdog's move off it."""
 
 from __future__ import annotations
 
@@ -136,7 +137,10 @@ async def test_metrics_follow_creates_and_a_killed_engine(ops_manager: OpsManage
         mgr, "m-a", "node-0", HostConfig={"CpuShares": 1, "Memory": mib64}
     )
     assert status == 201, body
-    status, body = await create(mgr, "m-b", "node-1")
+    # m-b prefers node-1 (a soft rule) and asks to be moved when its node fails.
+    status, body = await create(
+        mgr, "m-b", None, Env=["constraint:node==~node-1", "reschedule:on-node-failure"]
+    )
     assert status == 201, body
     status, body = await create(mgr, "m-c", "node-1", start=False)
     assert status == 201, body
@@ -157,6 +161,34 @@ async def test_metrics_follow_creates_and_a_killed_engine(ops_manager: OpsManage
     total = sum(v for (n, _), v in samples.items() if n == "shoal_containers")
     assert total == 3, "the failed create must not be counted"
 
+    # The API counted each request by its route template, the scheduler each decision.
+    async with mgr.session() as session:
+        async with session.get(mgr.url + "/v1.41/containers/m-a/json") as resp:
+            assert resp.status == 200
+        async with session.get(mgr.url + "/containers/no-such-container/json") as resp:
+            assert resp.status == 404
+        async with session.get(mgr.url + "/no/such/route/m-a") as resp:
+            assert resp.status == 404
+    text, samples = await scrape(mgr)
+    requests = "shoal_api_requests_total"
+    create_route = {"route": "/containers/create", "method": "POST"}
+    assert value(samples, requests, **create_route, status="201") == 3
+    assert value(samples, requests, **create_route, status="500") == 1
+    start_route = {"route": "/containers/{name}/start", "method": "POST"}
+    assert value(samples, requests, **start_route, status="204") == 2
+    inspect_route = {"route": "/containers/{name}/json", "method": "GET"}
+    assert value(samples, requests, **inspect_route, status="200") == 1
+    assert value(samples, requests, **inspect_route, status="404") == 1
+    assert value(samples, requests, route="unknown", method="GET", status="404") == 1
+    latency = "shoal_api_request_duration_seconds_count"
+    assert value(samples, latency, route="/containers/create") == 4
+    routes = {dict(labels).get("route") for (_, labels) in samples}
+    assert not any("m-a" in r or "no-such" in r for r in routes if r), routes
+    assert value(samples, "shoal_scheduler_decisions_total") == 3
+    assert value(samples, "shoal_scheduler_failures_total", reason="constraint") == 1
+    assert value(samples, "shoal_scheduler_decision_duration_seconds_count") == 4
+    assert value(samples, "shoal_watchdog_moves_total", outcome="started") == 0
+
     # One engine killed: the engine counts move from healthy to unhealthy.
     await sandbox.nodes[1].kill()
     samples = await wait_metrics(mgr, {
@@ -168,4 +200,16 @@ async def test_metrics_follow_creates_and_a_killed_engine(ops_manager: OpsManage
     assert value(samples, "shoal_engine_state", node="node-1", addr=addr1, state="healthy") is None
     failures = value(samples, "shoal_engine_consecutive_failures", node="node-1", addr=addr1)
     assert failures is not None and failures >= 2
+    reconnects = "shoal_engine_event_stream_reconnects_total"
+    assert (value(samples, reconnects, node="node-1", addr=addr1) or 0) >= 1
+    assert value(samples, reconnects, node="node-0", addr=addr0) is None
+
+    # The watchdog moves m-b to node-0: one move started and succeeded, one more decision.
+    samples = await wait_metrics(mgr, {
+        key("shoal_watchdog_moves_total", outcome="succeeded"): 1,
+        key("shoal_engine_containers", node="node-0", addr=addr0, state="running"): 2,
+    }, timeout=30)
+    assert value(samples, "shoal_watchdog_moves_total", outcome="started") == 1
+    assert value(samples, "shoal_watchdog_moves_total", outcome="failed") == 0
+    assert value(samples, "shoal_scheduler_decisions_total") == 4
 
