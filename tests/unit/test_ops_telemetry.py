@@ -185,7 +185,7 @@ def test_each_decision_is_reported_with_its_failure_reason() -> None:
 
 def test_scheduler_error_reasons_stay_bounded() -> None:
     assert SchedulerError(NO_RESOURCES).reason == "resources"
-    assert SchedulerError(NO_SLOTS).reason == "slots"
+    assert SchedulerError(NO_SLOTS, filter_name="containerslots").reason == "containerslots"
     assert SchedulerError("anything else, with a container name").reason == "other"
     assert SchedulerError("x", filter_name="affinity").reason == "affinity"
 

@@ -32,7 +32,6 @@ _REASONS = {
     NO_HEALTHY_NODE: "no_healthy_node",
     NO_NODES: "no_nodes",
     NO_RESOURCES: "resources",
-    NO_SLOTS: "slots",
 }
 
 
