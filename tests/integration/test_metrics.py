@@ -4,8 +4,9 @@ placement, a killed node and the watchdog's move off it."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from shoal import __version__
 from shoal.sandbox import Sandbox
 from tests.integration.conftest import MakeSandbox
-from tests.integration.manager import Manager, free_port
+from tests.integration.manager import Manager, free_port, wait_until
+from tests.integration.stores import Etcd
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -213,3 +215,63 @@ async def test_metrics_follow_creates_and_a_killed_engine(ops_manager: OpsManage
     assert value(samples, "shoal_watchdog_moves_total", outcome="failed") == 0
     assert value(samples, "shoal_scheduler_decisions_total") == 4
 
+
+
+async def test_leadership_metrics_follow_an_election_over_etcd() -> None:
+    """Two replicated managers over a real etcd: the winner counts its election and renews
+    the lock; when it stops, the other wins and counts its own."""
+    store = Etcd()
+    await store.start()
+    managers: list[OpsManager] = []
+    try:
+        for _ in range(2):
+            port, metrics_port = free_port(), free_port()
+            mgr = OpsManager(
+                [
+                    "manage", "-H", f"tcp://127.0.0.1:{port}",
+                    "--replication", "--advertise", f"127.0.0.1:{port}",
+                    "--replication-ttl", "4s", "--heartbeat", "1s",
+                    "--metrics-addr", f"127.0.0.1:{metrics_port}",
+                    store.url("metrics"),
+                ],
+                port,
+            )
+            mgr.metrics_port = metrics_port
+            managers.append(mgr)
+            await mgr.start()
+
+        async def leaders() -> list[OpsManager]:
+            found = []
+            for mgr in managers:
+                if mgr.proc is not None and mgr.proc.returncode is None:
+                    _, samples = await scrape(mgr)
+                    if value(samples, "shoal_leader") == 1:
+                        found.append(mgr)
+            return found
+
+        await wait_until(lambda: _one(leaders), 30, "one primary")
+        first = (await leaders())[0]
+        other = next(m for m in managers if m is not first)
+        await asyncio.sleep(1.5)  # a few renewals (every TTL/12)
+        _, samples = await scrape(first)
+        assert value(samples, "shoal_leader_elections_won_total") == 1
+        age = value(samples, "shoal_leader_lock_renewal_age_seconds")
+        assert age is not None and 0 <= age < 4, age  # renewed well within the TTL
+        _, samples = await scrape(other)
+        assert value(samples, "shoal_leader") == 0
+        assert value(samples, "shoal_leader_elections_won_total") == 0
+        age = value(samples, "shoal_leader_lock_renewal_age_seconds")
+        assert age is not None and math.isnan(age)  # never held the lock
+
+        await first.stop()
+        await wait_until(lambda: _one(leaders), 30, "the other manager to take over")
+        _, samples = await scrape(other)
+        assert value(samples, "shoal_leader_elections_won_total") == 1
+    finally:
+        for mgr in managers:
+            await mgr.stop()
+        await store.close()
+
+
+async def _one(leaders: Callable[[], Awaitable[list[OpsManager]]]) -> bool:
+    return len(await leaders()) == 1
