@@ -1,8 +1,12 @@
 """Logging setup: logrus-style ``time=... level=... msg=...`` lines on stdout, or JSON.
 
-Structured fields go in ``extra={"fields": {...}}``::
+Structured fields go in ``extra={"fields": {...}}``, or ``extra=fields(...)``::
 
-    log.info("Registering", extra={"fields": {"addr": addr}})
+    log.info("Registering", extra=fields(addr=addr))
+
+A line about an engine carries ``engine`` (its name) and ``addr``; a line about a
+container carries ``container`` (its ID) and ``node`` (the engine's name), so a log
+shipper can follow one engine or one container without parsing messages.
 
 ``--log-format json`` writes the same record as one JSON object per line (logrus's
 JSON formatter: ``time``, ``level``, ``msg``, then the fields), for log shippers.
@@ -22,6 +26,7 @@ __all__ = [
     "PANIC",
     "JsonFormatter",
     "LogfmtFormatter",
+    "fields",
     "parse_level",
     "setup",
 ]
@@ -51,6 +56,11 @@ LOG_FORMATS = ("text", "json")
 _RESERVED = frozenset({"time", "level", "msg", "error"})
 _PLAIN = re.compile(r"[A-Za-z0-9\-._/@^+]+")
 _HANDLER_NAME = "shoal-logfmt"
+
+
+def fields(**values: object) -> dict[str, dict[str, object]]:
+    """The ``extra=`` of a log call carrying structured fields."""
+    return {"fields": values}
 
 
 def parse_level(name: str) -> int:

@@ -39,8 +39,10 @@ from shoal.malloc import pin_mmap_threshold
 from shoal.ops.metrics import Metrics
 from shoal.ops.server import OpsServer
 from shoal.ops.snapshot import ClusterReader, SnapshotCache
+from shoal.ops.telemetry import PrometheusTelemetry
 from shoal.options import ManageOptions
 from shoal.scheduler.scheduler import Scheduler
+from shoal.telemetry import NO_TELEMETRY, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +60,23 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
         )
     except (DiscoveryError, ValueError) as exc:
         raise StartupError(str(exc)) from None
-    cluster = _cluster(options, client_ssl)
+    metrics = Metrics()  # one registry per manager, counted into through `telemetry`
+    telemetry = NO_TELEMETRY if options.metrics_addr is None else PrometheusTelemetry(metrics)
+    cluster = _cluster(options, client_ssl, telemetry)
     scheduler = cluster.scheduler
-    watchdog = Watchdog(cluster)
+    watchdog = Watchdog(cluster, telemetry=telemetry)
     ctx = ApiContext(
         cluster,
         strategy=scheduler.strategy_name,
         filters=list(scheduler.filter_names),
         experimental=options.experimental,
     )
-    dispatcher = Dispatcher(PrimaryHandler(ctx), cors=options.cors)
+    dispatcher = Dispatcher(PrimaryHandler(ctx, telemetry), cors=options.cors)
     election = None
     if options.replication:
-        election = _replication(options, discovery, ctx, dispatcher, watchdog, client_ssl)
+        election = _replication(
+            options, discovery, ctx, dispatcher, watchdog, client_ssl, telemetry
+        )
     limits = ServerLimits(
         head_timeout=options.api_head_timeout,
         idle_timeout=options.api_idle_timeout,
@@ -84,7 +90,6 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
         limits,
         versions=lambda: (ctx.min_api_version(), ctx.api_version()),
     )
-    metrics = Metrics()  # one registry per manager; the counting parts get it passed in
     ops = None
     if options.metrics_addr is not None:
         self_addr = options.advertise or options.hosts[0]
@@ -144,9 +149,11 @@ def _tls_contexts(
         raise StartupError(str(exc)) from None
 
 
-def _cluster(options: ManageOptions, client_ssl: ssl.SSLContext | None) -> Cluster:
+def _cluster(
+    options: ManageOptions, client_ssl: ssl.SSLContext | None, telemetry: Telemetry
+) -> Cluster:
     try:
-        scheduler = Scheduler(list(options.filters), options.strategy)
+        scheduler = Scheduler(list(options.filters), options.strategy, telemetry=telemetry)
     except ValueError as exc:
         raise StartupError(str(exc)) from None
     settings = EngineSettings(
@@ -155,6 +162,7 @@ def _cluster(options: ManageOptions, client_ssl: ssl.SSLContext | None) -> Clust
         failure_retry=options.failure_retry,
         overcommit=options.overcommit,
         probe_timeout=options.engine_probe_timeout,
+        telemetry=telemetry,
     )
     return Cluster(
         settings, scheduler, EventBus(), ssl_context=client_ssl, create_retry=options.create_retry
@@ -168,6 +176,7 @@ def _replication(
     dispatcher: Dispatcher,
     watchdog: Watchdog,
     client_ssl: ssl.SSLContext | None,
+    telemetry: Telemetry,
 ) -> Election:
     """Wire leader election: the replica handler until this manager holds the lock."""
     if not isinstance(discovery, KVDiscovery) or not options.advertise:
@@ -181,9 +190,11 @@ def _replication(
         assert leadership is not None
         await leadership.changed(leader)
 
-    election = Election(lock, options.advertise, changed, retry=options.heartbeat)
+    election = Election(
+        lock, options.advertise, changed, retry=options.heartbeat, telemetry=telemetry
+    )
     ctx.role = election.role
-    local = WithDebug(dispatcher.handler or PrimaryHandler(ctx), election.snapshot)
+    local = WithDebug(dispatcher.handler or PrimaryHandler(ctx, telemetry), election.snapshot)
     replica = WithDebug(ReplicaHandler(local, election, client_ssl), election.snapshot)
     leadership = Leadership(dispatcher, local, replica, watchdog)
     dispatcher.set_handler(replica)

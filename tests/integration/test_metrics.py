@@ -1,10 +1,12 @@
-"""`--metrics-addr`: /metrics of a manager over real engines follows creates and a killed node."""
+"""`--metrics-addr`: /metrics of a manager over real engines follows requests, creates, a failed
+placement, a killed node and the watchdog's move off it."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -15,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from shoal import __version__
 from shoal.sandbox import Sandbox
 from tests.integration.conftest import MakeSandbox
-from tests.integration.manager import Manager, free_port
+from tests.integration.manager import Manager, free_port, wait_until
+from tests.integration.stores import Etcd
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -136,7 +139,10 @@ async def test_metrics_follow_creates_and_a_killed_engine(ops_manager: OpsManage
         mgr, "m-a", "node-0", HostConfig={"CpuShares": 1, "Memory": mib64}
     )
     assert status == 201, body
-    status, body = await create(mgr, "m-b", "node-1")
+    # m-b prefers node-1 (a soft rule) and asks to be moved when its node fails.
+    status, body = await create(
+        mgr, "m-b", None, Env=["constraint:node==~node-1", "reschedule:on-node-failure"]
+    )
     assert status == 201, body
     status, body = await create(mgr, "m-c", "node-1", start=False)
     assert status == 201, body
@@ -157,6 +163,34 @@ async def test_metrics_follow_creates_and_a_killed_engine(ops_manager: OpsManage
     total = sum(v for (n, _), v in samples.items() if n == "shoal_containers")
     assert total == 3, "the failed create must not be counted"
 
+    # The API counted each request by its route template, the scheduler each decision.
+    async with mgr.session() as session:
+        async with session.get(mgr.url + "/v1.41/containers/m-a/json") as resp:
+            assert resp.status == 200
+        async with session.get(mgr.url + "/containers/no-such-container/json") as resp:
+            assert resp.status == 404
+        async with session.get(mgr.url + "/no/such/route/m-a") as resp:
+            assert resp.status == 404
+    text, samples = await scrape(mgr)
+    requests = "shoal_api_requests_total"
+    create_route = {"route": "/containers/create", "method": "POST"}
+    assert value(samples, requests, **create_route, status="201") == 3
+    assert value(samples, requests, **create_route, status="500") == 1
+    start_route = {"route": "/containers/{name}/start", "method": "POST"}
+    assert value(samples, requests, **start_route, status="204") == 2
+    inspect_route = {"route": "/containers/{name}/json", "method": "GET"}
+    assert value(samples, requests, **inspect_route, status="200") == 1
+    assert value(samples, requests, **inspect_route, status="404") == 1
+    assert value(samples, requests, route="unknown", method="GET", status="404") == 1
+    latency = "shoal_api_request_duration_seconds_count"
+    assert value(samples, latency, route="/containers/create") == 4
+    routes = {dict(labels).get("route") for (_, labels) in samples}
+    assert not any("m-a" in r or "no-such" in r for r in routes if r), routes
+    assert value(samples, "shoal_scheduler_decisions_total") == 3
+    assert value(samples, "shoal_scheduler_failures_total", reason="constraint") == 1
+    assert value(samples, "shoal_scheduler_decision_duration_seconds_count") == 4
+    assert value(samples, "shoal_watchdog_moves_total", outcome="started") == 0
+
     # One engine killed: the engine counts move from healthy to unhealthy.
     await sandbox.nodes[1].kill()
     samples = await wait_metrics(mgr, {
@@ -168,4 +202,76 @@ async def test_metrics_follow_creates_and_a_killed_engine(ops_manager: OpsManage
     assert value(samples, "shoal_engine_state", node="node-1", addr=addr1, state="healthy") is None
     failures = value(samples, "shoal_engine_consecutive_failures", node="node-1", addr=addr1)
     assert failures is not None and failures >= 2
+    reconnects = "shoal_engine_event_stream_reconnects_total"
+    assert (value(samples, reconnects, node="node-1", addr=addr1) or 0) >= 1
+    assert value(samples, reconnects, node="node-0", addr=addr0) is None
 
+    # The watchdog moves m-b to node-0: one move started and succeeded, one more decision.
+    samples = await wait_metrics(mgr, {
+        key("shoal_watchdog_moves_total", outcome="succeeded"): 1,
+        key("shoal_engine_containers", node="node-0", addr=addr0, state="running"): 2,
+    }, timeout=30)
+    assert value(samples, "shoal_watchdog_moves_total", outcome="started") == 1
+    assert value(samples, "shoal_watchdog_moves_total", outcome="failed") == 0
+    assert value(samples, "shoal_scheduler_decisions_total") == 4
+
+
+
+async def test_leadership_metrics_follow_an_election_over_etcd() -> None:
+    """Two replicated managers over a real etcd: the winner counts its election and renews
+    the lock; when it stops, the other wins and counts its own."""
+    store = Etcd()
+    await store.start()
+    managers: list[OpsManager] = []
+    try:
+        for _ in range(2):
+            port, metrics_port = free_port(), free_port()
+            mgr = OpsManager(
+                [
+                    "manage", "-H", f"tcp://127.0.0.1:{port}",
+                    "--replication", "--advertise", f"127.0.0.1:{port}",
+                    "--replication-ttl", "4s", "--heartbeat", "1s",
+                    "--metrics-addr", f"127.0.0.1:{metrics_port}",
+                    store.url("metrics"),
+                ],
+                port,
+            )
+            mgr.metrics_port = metrics_port
+            managers.append(mgr)
+            await mgr.start()
+
+        async def leaders() -> list[OpsManager]:
+            found = []
+            for mgr in managers:
+                if mgr.proc is not None and mgr.proc.returncode is None:
+                    _, samples = await scrape(mgr)
+                    if value(samples, "shoal_leader") == 1:
+                        found.append(mgr)
+            return found
+
+        await wait_until(lambda: _one(leaders), 30, "one primary")
+        first = (await leaders())[0]
+        other = next(m for m in managers if m is not first)
+        await asyncio.sleep(1.5)  # a few renewals (every TTL/12)
+        _, samples = await scrape(first)
+        assert value(samples, "shoal_leader_elections_won_total") == 1
+        age = value(samples, "shoal_leader_lock_renewal_age_seconds")
+        assert age is not None and 0 <= age < 4, age  # renewed well within the TTL
+        _, samples = await scrape(other)
+        assert value(samples, "shoal_leader") == 0
+        assert value(samples, "shoal_leader_elections_won_total") == 0
+        age = value(samples, "shoal_leader_lock_renewal_age_seconds")
+        assert age is not None and math.isnan(age)  # never held the lock
+
+        await first.stop()
+        await wait_until(lambda: _one(leaders), 30, "the other manager to take over")
+        _, samples = await scrape(other)
+        assert value(samples, "shoal_leader_elections_won_total") == 1
+    finally:
+        for mgr in managers:
+            await mgr.stop()
+        await store.close()
+
+
+async def _one(leaders: Callable[[], Awaitable[list[OpsManager]]]) -> bool:
+    return len(await leaders()) == 1

@@ -13,12 +13,25 @@ RouteHandler = Callable[[Request, dict[str, str]], Awaitable[Response | StreamRe
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One registered route; `regex` must match the whole path."""
+    """One registered route; `regex` must match the whole path.
+
+    `template` is the pattern without its regexes (`/containers/{name}/json`): a bounded
+    label for metrics, never the raw path.
+    """
 
     method: str
     pattern: str
     regex: re.Pattern[str]
     handler: RouteHandler
+    template: str = ""
+
+
+def route_template(pattern: str) -> str:
+    """`/containers/{name:.*}/json` -> `/containers/{name}/json`."""
+    return _VARIABLE.sub(lambda m: "{" + m.group(1) + "}", pattern)
+
+
+_VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(?:[^{}]|\{[^{}]*\})*)?\}")
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -72,7 +85,9 @@ class Router:
     def add(self, method: str, pattern: str, handler: RouteHandler) -> None:
         """Register `handler` for `method` and `pattern`."""
         method = method.upper()
-        route = Route(method, pattern, compile_pattern(pattern), handler)
+        route = Route(
+            method, pattern, compile_pattern(pattern), handler, route_template(pattern)
+        )
         first = _first_segment(pattern)
         if "{" in first:
             self._wildcard.setdefault(method, []).append(route)
@@ -105,14 +120,18 @@ class Router:
         methods = set(self._by_segment) | set(self._wildcard)
         return sorted(m for m in methods if self._match(m, path, segment) is not None)
 
+    def unmatched(self, request: Request) -> Response:
+        """The answer to a request no route matched: 405 with Allow, or 404."""
+        allowed = self.allowed_methods(request.path)
+        if allowed:
+            response = error_response(405, "method not allowed")
+            response.headers.append(("Allow", ", ".join(allowed)))
+            return response
+        return error_response(404, "page not found")
+
     async def __call__(self, request: Request) -> Response | StreamResponse | Hijack:
         found = self.match(request.method, request.path)
         if found is None:
-            allowed = self.allowed_methods(request.path)
-            if allowed:
-                response = error_response(405, "method not allowed")
-                response.headers.append(("Allow", ", ".join(allowed)))
-                return response
-            return error_response(404, "page not found")
+            return self.unmatched(request)
         route, params = found
         return await route.handler(request, params)

@@ -127,7 +127,7 @@ class Cluster:
         if was_healthy:
             self._publish_swarm_event(engine, "engine_disconnect")
             self._notify_state(engine, "engine_disconnect")
-        log.info("Removed Engine %s", engine.name)
+        log.info("Removed Engine %s", engine.name, extra=engine.log_fields)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -146,7 +146,8 @@ class Cluster:
             if other.state is EngineState.PENDING:
                 continue
             log.error(
-                "ID duplicated. %s shared by %s and %s", engine.id, other.addr, engine.addr
+                "ID duplicated. %s shared by %s and %s", engine.id, other.addr, engine.addr,
+                extra=engine.log_fields,
             )
             return (
                 f"ID duplicated. {engine.specs.daemon_id} shared by this node {engine.addr} "
@@ -165,7 +166,8 @@ class Cluster:
             try:
                 listener(engine, action)
             except Exception:  # one broken listener must not stop the engine's loop
-                log.exception("engine state listener failed on %s", action)
+                log.exception("engine state listener failed on %s", action,
+                              extra=engine.log_fields)
 
     def duplicate_copies(
         self, engine: Engine, listing: list[dict[str, Any]], *, newer_only: bool
@@ -403,7 +405,8 @@ class Cluster:
                     last = exc
                     if isinstance(exc, EngineError) and exc.status in (400, 409):
                         raise
-                    log.warning("Failed to create container: %s, retrying", exc)
+                    log.warning("Failed to create container: %s, retrying", exc,
+                                extra=engine.log_fields)
             assert last is not None
             raise last
         finally:

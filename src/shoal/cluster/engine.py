@@ -25,6 +25,7 @@ from shoal.cluster.engine_state import EngineListener, EngineSettings, EngineSta
 from shoal.cluster.errors import EngineConnectionError, EngineError, EngineFailure
 from shoal.cluster.passthrough import RawPool, RawResponse
 from shoal.cluster.records import EngineSpecs, parse_docker_time
+from shoal.logs import fields
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,11 @@ class Engine(EngineCache):
     def id(self) -> str:
         """Classic Swarm's engine ID: the daemon ID and the address (cluster/engine.go, `ID`)."""
         return f"{self.specs.daemon_id}|{self.addr}" if self.specs.daemon_id else ""
+
+    @property
+    def log_fields(self) -> dict[str, dict[str, object]]:
+        """The `extra=` of a log line about this engine: its name and address."""
+        return fields(engine=self.name, addr=self.addr)
 
     @property
     def healthy(self) -> bool:
@@ -163,7 +169,8 @@ class Engine(EngineCache):
                 attempt += 1
                 self.error = str(exc)
                 self.updated_at = self.clock()
-                log.warning("engine %s validation failed: %s", self.address.entry, exc)
+                log.warning("engine %s validation failed: %s", self.address.entry, exc,
+                            extra=self.log_fields)
                 delay = min(self.settings.refresh_min * (2 ** min(attempt - 1, 8)), 3600.0)
                 await asyncio.sleep(delay * (0.9 + 0.2 * random.random()))
 
@@ -183,7 +190,7 @@ class Engine(EngineCache):
         self.state = EngineState.HEALTHY
         self.failure_count = 0
         self.error = ""
-        log.info("Registered Engine %s at %s", self.name, self.addr)
+        log.info("Registered Engine %s at %s", self.name, self.addr, extra=self.log_fields)
         self.listener.engine_state_changed(self, "engine_connect")
 
     async def _refresh_loop(self) -> None:
@@ -205,7 +212,8 @@ class Engine(EngineCache):
                     await self.update_specs()
                 await self.refresh_all()
             except EngineFailure as exc:
-                log.debug("refresh of %s failed: %s", self.name, exc)
+                log.debug("refresh of %s failed: %s", self.name, exc, extra=self.log_fields)
+                self.settings.telemetry.engine_refresh_failed(self.name, self.addr)
 
     # -- health -----------------------------------------------------------------
     async def _probe_loop(self) -> None:
@@ -274,13 +282,14 @@ class Engine(EngineCache):
             await self.remove_duplicates(newer_only=False)
             await self.refresh_all()
         except (EngineFailure, ValueError) as exc:
-            log.debug("engine %s is not back yet: %s", self.addr, exc)
+            log.debug("engine %s is not back yet: %s", self.addr, exc, extra=self.log_fields)
             return
         finally:
             self._answering = False
         if self.state is not EngineState.UNHEALTHY:
             return
-        log.info("Engine came back to life after %d retries. Hooray! (%s)", retries, self.name)
+        log.info("Engine came back to life after %d retries. Hooray! (%s)", retries, self.name,
+                 extra=self.log_fields)
         self.state = EngineState.HEALTHY
         self.failure_count = 0
         self.listener.engine_state_changed(self, "engine_reconnect")
@@ -301,9 +310,11 @@ class Engine(EngineCache):
             except EngineError as exc:
                 if exc.status != 404:
                     log.error("Failed to remove duplicate container %s on %s: %s",
-                              cid, self.name, exc)
+                              cid, self.name, exc, extra=fields(container=cid, node=self.name))
                     continue
-            log.info("Removed duplicate container %s from %s", cid, self.name)
+            log.info("Removed duplicate container %s from %s", cid, self.name,
+                     extra=fields(container=cid, node=self.name))
+            self.settings.telemetry.duplicate_removed()
             self.forget_container(cid)
 
     def record_failure(self, error: str) -> None:
@@ -318,6 +329,7 @@ class Engine(EngineCache):
                 "Flagging engine as unhealthy. Connect failed %d times (%s)",
                 self.failure_count,
                 self.name,
+                extra=self.log_fields,
             )
             self.state = EngineState.UNHEALTHY
             self.listener.engine_state_changed(self, "engine_disconnect")
@@ -414,6 +426,7 @@ class Engine(EngineCache):
                 log.warning(
                     "Engine %s has unsynchronized systime with swarm, please synchronize it.",
                     specs.name,
+                    extra=fields(engine=specs.name, addr=self.addr),
                 )
         if (
             self.specs.daemon_id

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from shoal.cluster.engine_state import EngineState
 from shoal.cluster.errors import EngineConnectionError, EngineError, EngineFailure
 from shoal.cluster.events import SeenEvents, since_param
+from shoal.logs import fields
 
 if TYPE_CHECKING:
     from shoal.cluster.engine import Engine
@@ -88,12 +89,16 @@ class EventMonitor:
                 self.engine.record_failure(str(exc))
             except EngineError as exc:
                 failures += 1
-                log.warning("event stream of %s failed: %s", self.engine.name, exc)
+                log.warning("event stream of %s failed: %s", self.engine.name, exc,
+                            extra=self.engine.log_fields)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not end the monitor for good
                 failures += 1
-                log.exception("event monitor of %s crashed; restarting", self.engine.name)
+                log.exception("event monitor of %s crashed; restarting", self.engine.name,
+                              extra=self.engine.log_fields)
+            reported = self.engine
+            reported.settings.telemetry.engine_events_reconnect(reported.name, reported.addr)
             await asyncio.sleep(min(failures, 10) if failures > 1 else 0.5)
             if self.engine.state is EngineState.PENDING:
                 # A changed daemon ID: keep probing so the error stays current.
@@ -136,5 +141,6 @@ class EventMonitor:
             elif kind == "daemon" and action == "reload":
                 await self.engine.update_specs()
         except EngineError as exc:
-            log.debug("refresh after event %s/%s failed: %s", kind, action, exc)
+            log.debug("refresh after event %s/%s failed: %s", kind, action, exc,
+                      extra=fields(node=self.engine.name, addr=self.engine.addr, **{kind: oid}))
         self.engine.listener.engine_event(self.engine, event)

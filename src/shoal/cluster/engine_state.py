@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.cluster.records import Container
+from shoal.telemetry import NO_TELEMETRY, EngineTelemetry
 
 if TYPE_CHECKING:
     from shoal.cluster.engine import Engine
@@ -21,7 +22,7 @@ class EngineState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
-    """The manage flags that shape every engine's loops."""
+    """The manage flags that shape every engine's loops, and where engines report."""
 
     refresh_min: float = 30.0
     refresh_max: float = 60.0
@@ -29,6 +30,7 @@ class EngineSettings:
     overcommit: float = 0.05
     #: A health probe unanswered this long means a hung daemon (ordinary calls wait 30 s).
     probe_timeout: float = 5.0
+    telemetry: EngineTelemetry = field(default=NO_TELEMETRY, compare=False, repr=False)
 
 
 class EngineListener(Protocol):

@@ -21,12 +21,14 @@ from shoal.cluster.engine import Engine, EngineState
 from shoal.cluster.errors import ClusterError, EngineFailure
 from shoal.cluster.index import Placed
 from shoal.cluster.records import Container
+from shoal.logs import fields
 from shoal.scheduler.errors import SchedulerError
 from shoal.scheduler.labels import (
     RESCHEDULE_ON_NODE_FAILURE,
     build_container_config,
     rules_from_config,
 )
+from shoal.telemetry import NO_TELEMETRY, WatchdogTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +103,11 @@ class Watchdog:
     """Reacts to engine state changes of its cluster; run it on the primary only."""
 
     def __init__(
-        self, cluster: Cluster, *, retry_delays: Sequence[float] = RETRY_DELAYS
+        self, cluster: Cluster, *, retry_delays: Sequence[float] = RETRY_DELAYS,
+        telemetry: WatchdogTelemetry = NO_TELEMETRY,
     ) -> None:
         self.cluster = cluster
+        self.telemetry = telemetry
         self.retry_delays = tuple(retry_delays)
         self._failures: dict[str, Failure] = {}
         self._lock = asyncio.Lock()
@@ -190,6 +194,7 @@ class Watchdog:
                         "Giving up rescheduling %d container(s) from %s",
                         len(todo),
                         engine.name,
+                        extra=engine.log_fields,
                     )
                     return
                 log.info(
@@ -197,10 +202,12 @@ class Watchdog:
                     len(todo),
                     engine.name,
                     delay,
+                    extra=engine.log_fields,
                 )
                 await asyncio.sleep(delay)
+                self.telemetry.watchdog_move("retried", len(todo))
         except Exception:  # a bug must not end the watch silently
-            log.exception("watchdog failed handling %s", engine.name)
+            log.exception("watchdog failed handling %s", engine.name, extra=engine.log_fields)
         finally:
             if self._failures.get(engine.address.entry) is failure:
                 del self._failures[engine.address.entry]
@@ -214,7 +221,8 @@ class Watchdog:
             return True  # removed meanwhile
         name = container.name.lstrip("/")
         if not name:
-            log.error("Container %s has no name, cannot reschedule it", container.id)
+            log.error("Container %s has no name, cannot reschedule it", container.id,
+                      extra=fields(container=container.id, node=engine.name))
             return True
         sid = container.swarm_id
         if sid and any(
@@ -227,14 +235,19 @@ class Watchdog:
         config, networks = recreate_config(container)
         # The old copy stays cached (and keeps the name against every other create or
         # rename) until the new copy is; the create may take the name for the same swarm ID.
+        self.telemetry.watchdog_move("started")
         try:
             placed = await self.cluster.create_container(config, name, None)
         except (SchedulerError, ClusterError) as exc:
-            log.error("Failed to reschedule container %s: %s", container.id, exc)
+            self.telemetry.watchdog_move("failed")
+            log.error("Failed to reschedule container %s: %s", container.id, exc,
+                      extra=fields(container=container.id, node=engine.name))
             self._restore(engine, container)
             return False
         except Exception:
-            log.exception("Failed to reschedule container %s", container.id)
+            self.telemetry.watchdog_move("failed")
+            log.exception("Failed to reschedule container %s", container.id,
+                          extra=fields(container=container.id, node=engine.name))
             self._restore(engine, container)
             return False
         if not self._still_down(engine):
@@ -244,12 +257,15 @@ class Watchdog:
                 engine.name,
                 container.id,
                 placed.container.id,
+                extra=fields(container=container.id, node=engine.name, addr=engine.addr),
             )
             await self._remove(placed)
             self._restore(engine, container)
+            self.telemetry.watchdog_move("failed")
             return False
         engine.forget_container(container.id)
         await self._finish_move(engine, container, placed, networks)
+        self.telemetry.watchdog_move("succeeded")
         return True
 
     async def _finish_move(
@@ -266,6 +282,8 @@ class Watchdog:
             engine.name,
             placed.engine.name,
             placed.container.id,
+            extra=fields(container=placed.container.id, node=placed.engine.name,
+                         old_container=container.id, old_node=engine.name),
         )
         self.cluster.publish_swarm_event(
             placed.engine,
@@ -284,6 +302,7 @@ class Watchdog:
                 "Container %s was running, starting container %s",
                 container.id,
                 placed.container.id,
+                extra=fields(container=placed.container.id, node=placed.engine.name),
             )
             await self._start(placed)
 
@@ -307,7 +326,8 @@ class Watchdog:
                     body={"Container": cid, "EndpointConfig": endpoint},
                 )
             except EngineFailure as exc:
-                log.error("Failed to connect rescheduled container %s to %s: %s", cid, net, exc)
+                log.error("Failed to connect rescheduled container %s to %s: %s", cid, net, exc,
+                          extra=fields(container=cid, node=placed.engine.name, network=net))
 
     async def _start(self, placed: Placed) -> None:
         cid = placed.container.id
@@ -315,7 +335,8 @@ class Watchdog:
             await placed.engine.call("POST", f"/containers/{cid}/start")
             await placed.engine.refresh_container(cid)
         except EngineFailure as exc:
-            log.error("Failed to start rescheduled container %s: %s", cid, exc)
+            log.error("Failed to start rescheduled container %s: %s", cid, exc,
+                      extra=fields(container=cid, node=placed.engine.name))
 
     async def _remove(self, placed: Placed) -> None:
         cid = placed.container.id
@@ -324,6 +345,8 @@ class Watchdog:
                 "DELETE", f"/containers/{cid}", params={"force": "1", "v": "1"}
             )
         except EngineFailure as exc:
-            log.error("Failed to remove duplicate container %s: %s", cid, exc)
+            log.error("Failed to remove duplicate container %s: %s", cid, exc,
+                      extra=fields(container=cid, node=placed.engine.name))
             return
         placed.engine.forget_container(cid)
+        self.telemetry.duplicate_removed()

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from shoal.leadership.store import LockLost, LockStore
+from shoal.telemetry import NO_TELEMETRY, LeaderTelemetry
 
 __all__ = ["Election", "Transition"]
 
@@ -50,8 +51,10 @@ class Election:
         retry: float,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        telemetry: LeaderTelemetry = NO_TELEMETRY,
     ) -> None:
         self.lock = lock
+        self.telemetry = telemetry
         self.advertise = advertise
         self.on_change = on_change
         self.retry = retry
@@ -131,6 +134,7 @@ class Election:
                 sent = self._monotonic()
                 async with asyncio.timeout(self.lock.guarantee / 2):
                     await self.lock.renew()
+                self.telemetry.lock_renewed()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -170,6 +174,7 @@ class Election:
                 log.warning("Leader Election: renewal failed: %s", exc or type(exc).__name__)
                 next_at = self._monotonic() + min(interval, 0.5)
                 continue
+            self.telemetry.lock_renewed()
             deadline = sent + guarantee / 2
             next_at = sent + interval
         await self._step_down(reason)
@@ -178,6 +183,7 @@ class Election:
         self.leader = True
         self.transitions.append(Transition(True, self._wall(), "lock acquired"))
         log.info("Leader Election: Cluster leadership acquired")
+        self.telemetry.election_won()
         self._known.set()
         await self.on_change(True)
 

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from shoal import __version__
 from shoal.ops.snapshot import CONTAINER_STATES, ClusterSnapshot
+from shoal.telemetry import MOVE_OUTCOMES
 
 __all__ = ["ClusterCollector", "Metrics"]
 
@@ -139,8 +140,18 @@ class Metrics:
             ["route"], buckets=API_BUCKETS, registry=r,
         )
         self.api_hijacked = Gauge(
-            "shoal_api_hijacked_streams", "Open hijacked streams (attach, exec, logs follow).",
+            "shoal_api_hijacked_streams", "Open hijacked streams (attach, exec start).",
             registry=r,
+        )
+        # Engines: per engine, so bounded by the number of nodes.
+        self.engine_refresh_failures = Counter(
+            "shoal_engine_refresh_failures", "Periodic refreshes of the engine that failed.",
+            ["node", "addr"], registry=r,
+        )
+        self.engine_event_reconnects = Counter(
+            "shoal_engine_event_stream_reconnects",
+            "Times the engine's event stream broke and was opened again.",
+            ["node", "addr"], registry=r,
         )
         # Scheduler.
         self.scheduler_decisions = Counter(
@@ -159,7 +170,7 @@ class Metrics:
             "shoal_watchdog_moves", "Container moves off failed nodes by outcome.",
             ["outcome"], registry=r,
         )
-        for outcome in ("started", "succeeded", "failed", "retried"):
+        for outcome in MOVE_OUTCOMES:
             self.watchdog_moves.labels(outcome)
         self.watchdog_duplicates = Counter(
             "shoal_watchdog_duplicates_removed",

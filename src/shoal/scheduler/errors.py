@@ -20,6 +20,20 @@ class SchedulerError(Exception):
         # Which filter (if any) emptied the candidate list, for logs.
         self.filter_name = filter_name
 
+    @property
+    def reason(self) -> str:
+        """A short, bounded name for why no node fit (a metrics label)."""
+        if self.filter_name:
+            return self.filter_name
+        return _REASONS.get(self.message, "other")
+
+
+_REASONS = {
+    NO_HEALTHY_NODE: "no_healthy_node",
+    NO_NODES: "no_nodes",
+    NO_RESOURCES: "resources",
+}
+
 
 class FilterError(Exception):
     """A filter left no node; the scheduler wraps it into the conditions text."""

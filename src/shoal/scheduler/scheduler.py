@@ -4,6 +4,7 @@ rules first, then without them: scheduler/scheduler.go, `SelectNodesForContainer
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from shoal.scheduler.filters import DEFAULT_FILTERS, Filter, make_filters
 from shoal.scheduler.node import Node
 from shoal.scheduler.request import PlacementRequest
 from shoal.scheduler.strategies import DEFAULT_STRATEGY, make_strategy
+from shoal.telemetry import NO_TELEMETRY, SchedulerTelemetry
 
 
 class Scheduler:
@@ -29,9 +31,11 @@ class Scheduler:
         strategy: str = DEFAULT_STRATEGY,
         *,
         rng: random.Random | None = None,
+        telemetry: SchedulerTelemetry = NO_TELEMETRY,
     ) -> None:
         self._filters: list[Filter] = make_filters(tuple(filters))
         self._strategy = make_strategy(strategy, rng)
+        self._telemetry = telemetry
 
     @property
     def filter_names(self) -> list[str]:
@@ -45,8 +49,21 @@ class Scheduler:
         """Nodes that can take `config`, best first, or SchedulerError.
 
         Pass 1 enforces soft (`~`) rules; on any failure pass 2 ignores them and its
-        outcome is final.
+        outcome is final. Each call is one decision for the telemetry.
         """
+        started = time.perf_counter()
+        try:
+            ranked = self._select_passes(config, nodes)
+        except SchedulerError as err:
+            self._telemetry.scheduled(time.perf_counter() - started, err.reason)
+            raise
+        except ExprError:
+            self._telemetry.scheduled(time.perf_counter() - started, "bad_expression")
+            raise
+        self._telemetry.scheduled(time.perf_counter() - started, None)
+        return ranked
+
+    def _select_passes(self, config: Mapping[str, Any], nodes: Sequence[Node]) -> list[Node]:
         req = PlacementRequest.from_config(config)
         try:
             return self._select(req, nodes, soft=True)
