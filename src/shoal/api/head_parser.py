@@ -54,7 +54,9 @@ class HeadParser:
 
         Raises HTTPError(400) for a malformed head.
         """
-        parser, head = self._feed(head)
+        if not head.endswith(b"\r\n\r\n") or head.count(b"\n") != head.count(b"\r\n"):
+            head = _crlf(head)
+        parser = self._feed(head)
         version: str = parser.get_http_version()
         url = self._collector.url
         path, api_version, query = _split_target(url)
@@ -75,14 +77,11 @@ class HeadParser:
         request.frame_body(self._pace)
         return request, _keep_alive(version, headers)
 
-    def _feed(self, head: bytes) -> tuple[httptools.HttpRequestParser, bytes]:
-        """Run httptools over `head`, its line ends made CRLF first; returns the parser
-        and the head as parsed. HTTPError 400 when httptools refuses it."""
+    def _feed(self, head: bytes) -> httptools.HttpRequestParser:
+        """Run httptools over `head`; HTTPError 400 when it refuses it."""
         col = self._collector
         col.url = b""
         col.headers = []
-        if not head.endswith(b"\r\n\r\n") or head.count(b"\n") != head.count(b"\r\n"):
-            head = _crlf(head)
         parser = httptools.HttpRequestParser(col)
         try:
             parser.feed_data(head)
@@ -90,7 +89,7 @@ class HeadParser:
             pass
         except httptools.HttpParserError as exc:
             raise HTTPError(400, f"malformed HTTP request: {exc}") from exc
-        return parser, head
+        return parser
 
 
 def _split_target(url: bytes) -> tuple[str, str | None, dict[str, list[str]]]:

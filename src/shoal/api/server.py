@@ -205,16 +205,19 @@ class _Connection:
         self._peer_cert = writer.get_extra_info("peercert") or None
 
     async def serve(self) -> None:
-        first_wait = self._limits.head_timeout  # a new connection owes its head at once
+        """Serve requests until the connection closes, is hijacked or must close."""
+        heads, writer, parser, peer_cert = self._heads, self._writer, self._parser, self._peer_cert
+        head_timeout = self._limits.head_timeout
+        first_wait = head_timeout  # a new connection owes its head at once
         while True:
-            head = await self._next_head(first_wait)
-            if head is None:
+            try:
+                head = await heads.read_head(first_wait, head_timeout)
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, HeadTimeout) as exc:
+                await self._no_head(exc)
                 return
             first_wait = self._limits.idle_timeout
             try:
-                request, keep_alive = self._parser.parse(
-                    head, self._heads.reader, self._writer, self._peer_cert
-                )
+                request, keep_alive = parser.parse(head, heads.reader, writer, peer_cert)
             except HTTPError as exc:
                 await self._refuse(exc.status, exc.message)
                 return
@@ -224,18 +227,14 @@ class _Connection:
             if not request.body_complete and not await request.discard_body(DISCARD_LIMIT):
                 return
 
-    async def _next_head(self, wait: float) -> bytes | None:
-        """The next request head; None when the connection is to close instead."""
-        try:
-            return await self._heads.read_head(wait, self._limits.head_timeout)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial.strip():
-                logger.debug("client closed the connection in the middle of a request head")
-        except asyncio.LimitOverrunError:
+    async def _no_head(self, exc: Exception) -> None:
+        """Close for a head that did not come: EOF, too large (431), or too slow."""
+        if isinstance(exc, asyncio.LimitOverrunError):
             await self._refuse(431, "request header too large")
-        except HeadTimeout:
+        elif isinstance(exc, HeadTimeout):
             logger.debug("closing a connection: no complete request head in time")
-        return None
+        elif isinstance(exc, asyncio.IncompleteReadError) and exc.partial.strip():
+            logger.debug("client closed the connection in the middle of a request head")
 
     async def _refuse(self, status: int, message: str) -> None:
         """Answer a head that cannot be served, closing the connection."""
