@@ -1,4 +1,4 @@
-"""A client's API version checked against the range shoal serves, refused as the engine does."""
+"""Client API versions checked against the served range and refused in the engine's own words."""
 
 from __future__ import annotations
 
