@@ -14,9 +14,10 @@ import pytest
 import pytest_asyncio
 
 from shoal.api.dispatcher import Dispatcher
-from shoal.api.http import BodyPace, json_depth_exceeds, version_error
+from shoal.api.http import BodyPace, json_depth_exceeds
 from shoal.api.server import APIServer, ServerLimits, make_server_ssl_context
 from shoal.api.tls import PLAIN_HTTP_ANSWER
+from shoal.api.versions import version_error
 from shoal.options import OptionsError, RawManage, parse_manage
 from tests.certs import CertPaths, make_ca_and_certs
 from tests.unit.test_http_server import (

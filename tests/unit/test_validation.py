@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shoal.api.gotypes import CONTAINER_CONFIG, GoType
 from shoal.api.validation import (
-    CONTAINER_CONFIG,
     CONTAINER_CREATE,
     CONTAINER_UPDATE_BODY,
     EXEC_CREATE,
@@ -23,7 +23,6 @@ from shoal.api.validation import (
     VOLUME_CREATE_BODY,
     BodyError,
     BodyKind,
-    GoType,
     build_query_object,
     check_content_type,
     decode,

@@ -4,8 +4,8 @@ Why hand-written instead of aiohttp's server: the Docker API hijacks connections
 (`POST /containers/{id}/attach` and `POST /exec/{id}/start` with `Upgrade: tcp` answer
 `101` and then carry raw bytes both ways), and aiohttp's server has no public API to
 hand over the raw socket. So the server runs on asyncio streams: the head is read with
-`reader.readuntil(b"\\r\\n\\r\\n")` and parsed by httptools (a fresh parser fed only the
-head, so the body of an upgrade request stays unread in the reader instead of being
+`reader.readuntil(b"\\r\\n\\r\\n")` and parsed by httptools (head_parser.py: a fresh parser fed
+only the head, so the body of an upgrade request stays unread in the reader instead of being
 swallowed as an "upgrade tail"), and bodies are read here, lazily, by the handler that
 wants them (Content-Length or a small chunked decoder). This is on the hot path of
 every request, so the code avoids work and allocations it does not need.
@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any, Final
-from urllib.parse import parse_qs, unquote_to_bytes
 
-import httptools
 from multidict import CIMultiDict
 
 HEAD_LIMIT: Final = 64 * 1024
@@ -37,9 +35,6 @@ PIECE: Final = 256 * 1024
 """Size of the pieces a body or a spliced stream is read in."""
 
 _FALSE_FLAGS: Final = frozenset(("", "0", "no", "false", "none"))
-_VERSION_RE: Final = re.compile(r"/v([0-9]+(?:\.[0-9]+)*)(?=/|$)")
-_JSON_ERRORS_SINCE: Final = (1, 24)
-"""Older API versions get their errors as plain text (the engine's rule)."""
 _BODY_UNREAD, _BODY_READING, _BODY_DONE, _BODY_BROKEN = range(4)
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _JSON_TOKENS: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
@@ -102,46 +97,6 @@ def json_depth_exceeds(data: bytes, limit: int = JSON_MAX_DEPTH) -> bool:
     return False
 
 
-def version_error(version: str, minimum: str, maximum: str) -> str | None:
-    """The engine's message for a client API version outside `minimum..maximum`, else None."""
-    wanted = _version_tuple(version)
-    if _compare(wanted, _version_tuple(maximum)) > 0:
-        return f"client version {version} is too new. Maximum supported API version is {maximum}"
-    if _compare(wanted, _version_tuple(minimum)) < 0:
-        return (
-            f"client version {version} is too old. Minimum supported API version is {minimum}, "
-            "please upgrade your client to a newer version"
-        )
-    return None
-
-
-def version_response(version: str, minimum: str, maximum: str) -> Response | None:
-    """400 for a version outside the range, as the engine sends it (plain text below 1.24)."""
-    message = version_error(version, minimum, maximum)
-    if message is None:
-        return None
-    headers = [("Api-Version", maximum)]
-    if _compare(_version_tuple(version), _JSON_ERRORS_SINCE) >= 0:
-        return json_response({"message": message}, 400, headers)
-    headers.append(("X-Content-Type-Options", "nosniff"))
-    return Response(400, f"{message}\n".encode(), headers, "text/plain; charset=utf-8")
-
-
-def _compare(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    """Compare versions as the engine does: missing parts count as 0 (1.41 == 1.41.0)."""
-    width = max(len(a), len(b))
-    a = a + (0,) * (width - len(a))
-    b = b + (0,) * (width - len(b))
-    return (a > b) - (a < b)
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in version.split("."))
-    except ValueError:
-        return (0,)
-
-
 @dataclass(slots=True)
 class Request:
     """One request: the parsed head plus lazy access to the body still in the connection."""
@@ -164,6 +119,31 @@ class Request:
     _cached: bytes | None = field(default=None, repr=False, compare=False)
     _expect_continue: bool = field(default=False, repr=False, compare=False)
     _pace: BodyPace | None = field(default=None, repr=False, compare=False)
+
+    def frame_body(self, pace: BodyPace | None) -> None:
+        """Set up reading the body as the head frames it (chunked, Content-Length, `Expect:
+        100-continue`), paced by `pace`; HTTPError 400 for a bad Content-Length."""
+        self._pace = pace
+        headers = self.headers
+        te = headers.get("Transfer-Encoding")
+        if te is not None and te.rsplit(",", 1)[-1].strip().lower() == "chunked":
+            self._chunked = True
+            self._state = _BODY_UNREAD
+        else:
+            cl = headers.get("Content-Length")
+            if cl is not None:
+                try:
+                    size = int(cl)
+                except ValueError as exc:
+                    raise HTTPError(400, "invalid Content-Length") from exc
+                if size < 0:
+                    raise HTTPError(400, "invalid Content-Length")
+                if size:
+                    self._remaining = size
+                    self._state = _BODY_UNREAD
+        if self._state == _BODY_UNREAD:
+            expect = headers.get("Expect")
+            self._expect_continue = expect is not None and expect.lower() == "100-continue"
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         """First value of query parameter `name`."""
@@ -410,127 +390,6 @@ def error_response(status: int, message: str) -> Response:
     return json_response({"message": message}, status)
 
 
-class _HeadCollector:
-    """httptools callbacks; one per connection, reset for every request."""
-
-    __slots__ = ("headers", "url")
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[str, str]] = []
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
-
-
-class HeadParser:
-    """Turns a request head into a Request; one per connection.
-
-    Heads with bare-LF line ends are accepted (as Go's server does) and normalised to CRLF.
-    """
-
-    __slots__ = ("_collector", "_pace")
-
-    def __init__(self, pace: BodyPace | None = None) -> None:
-        self._collector = _HeadCollector()
-        self._pace = pace
-
-    def parse(
-        self,
-        head: bytes,
-        reader: asyncio.StreamReader | None = None,
-        writer: asyncio.StreamWriter | None = None,
-        peer_cert: dict[str, Any] | None = None,
-    ) -> tuple[Request, bool]:
-        """Parse `head` (ending in CRLFCRLF); returns the request and whether to keep alive.
-
-        Raises HTTPError(400) for a malformed head.
-        """
-        col = self._collector
-        col.url = b""
-        col.headers = []
-        if not head.endswith(b"\r\n\r\n") or head.count(b"\n") != head.count(b"\r\n"):
-            head = _crlf(head)
-        parser = httptools.HttpRequestParser(col)
-        try:
-            parser.feed_data(head)
-        except httptools.HttpParserUpgrade:
-            pass
-        except httptools.HttpParserError as exc:
-            raise HTTPError(400, f"malformed HTTP request: {exc}") from exc
-        version: str = parser.get_http_version()
-        url = col.url
-        try:
-            parsed = httptools.parse_url(url)
-        except httptools.HttpParserInvalidURLError as exc:
-            raise HTTPError(400, f"malformed request target: {url!r}") from exc
-        raw_path: bytes = parsed.path or b"/"
-        if b"%" in raw_path:
-            raw_path = unquote_to_bytes(raw_path)
-        path = raw_path.decode("utf-8", "surrogateescape")
-        api_version = None
-        if path.startswith("/v"):
-            m = _VERSION_RE.match(path)
-            if m is not None:
-                api_version = m.group(1)
-                path = path[m.end() :] or "/"
-        raw_query: bytes | None = parsed.query
-        query = (
-            parse_qs(raw_query.decode("utf-8", "surrogateescape"), keep_blank_values=True)
-            if raw_query
-            else {}
-        )
-        headers: CIMultiDict[str] = CIMultiDict(col.headers)
-        # httptools' should_keep_alive() is reset once a body-less message completes.
-        keep_alive = version == "1.1"
-        conn = headers.get("Connection")
-        if conn is not None and keep_alive and "close" in conn.lower():
-            keep_alive = not any(t.strip().lower() == "close" for t in conn.split(","))
-        request = Request(
-            parser.get_method().decode("latin-1"),
-            url.decode("latin-1"),
-            path,
-            api_version,
-            query,
-            headers,
-            head,
-            version,
-            peer_cert,
-            reader,
-            writer,
-        )
-        request._pace = self._pace
-        te = headers.get("Transfer-Encoding")
-        if te is not None and te.rsplit(",", 1)[-1].strip().lower() == "chunked":
-            request._chunked = True
-            request._state = _BODY_UNREAD
-        else:
-            cl = headers.get("Content-Length")
-            if cl is not None:
-                try:
-                    size = int(cl)
-                except ValueError as exc:
-                    raise HTTPError(400, "invalid Content-Length") from exc
-                if size < 0:
-                    raise HTTPError(400, "invalid Content-Length")
-                if size:
-                    request._remaining = size
-                    request._state = _BODY_UNREAD
-        if request._state == _BODY_UNREAD:
-            expect = headers.get("Expect")
-            request._expect_continue = expect is not None and expect.lower() == "100-continue"
-        return request, keep_alive
-
-
-def _crlf(head: bytes) -> bytes:
-    """Rewrite every line end (LF or CRLF) as CRLF."""
-    lines = head.split(b"\n")
-    return b"\r\n".join(line[:-1] if line.endswith(b"\r") else line for line in lines)
-
-
 def make_request(
     method: str,
     target: str,
@@ -550,6 +409,8 @@ def make_request(
     reader = asyncio.StreamReader(limit=HEAD_LIMIT)
     reader.feed_data(body)
     reader.feed_eof()
+    from shoal.api.head_parser import HeadParser  # the parser module imports this one
+
     request, _ = HeadParser().parse(head, reader)
     return request
 

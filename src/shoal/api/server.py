@@ -8,41 +8,33 @@ import errno
 import logging
 import os
 import ssl
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from typing import Final
 
+from shoal.api.head_parser import HeadParser
 from shoal.api.heads import HeadReader, HeadTimeout
 from shoal.api.http import (
     HEAD_LIMIT,
-    REASONS,
     BodyPace,
     BodyTimeout,
     ClientDisconnected,
     Handler,
-    HeadParser,
+    Hijack,
     HTTPError,
     Request,
     Response,
     StreamResponse,
     error_response,
-    version_response,
 )
+from shoal.api.response_writer import DateClock, linger, write_response, write_stream
 from shoal.api.tls import TLSAcceptor
+from shoal.api.versions import version_response
 
 logger = logging.getLogger(__name__)
 
 DISCARD_LIMIT: Final = 256 * 1024
 """An unread request body up to this size is skipped to keep the connection; larger closes."""
-_INLINE_BODY: Final = 16 * 1024
-_NO_BODY_STATUS: Final = frozenset((204, 304))
-_FRAMING_HEADERS: Final = frozenset(("content-length", "transfer-encoding", "connection"))
-_LINGER: Final = 2.0
-"""After an error answered before the body was read, how long its rest is drained so the
-client (still sending) reads the answer instead of a connection reset."""
-_LINGER_BYTES: Final = 64 * 2**20
 
 VersionRange = Callable[[], tuple[str, str]]
 """Returns the (minimum, maximum) API version clients may ask for, e.g. ("1.12", "1.41")."""
@@ -159,186 +151,11 @@ def make_client_ssl_context(cert: str, key: str, ca: str | None, verify: bool) -
     return ctx
 
 
-class _DateClock:
-    """The `Date` header value, formatted at most once a second."""
-
-    __slots__ = ("_second", "_value")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = ""
-
-    def __call__(self) -> str:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._value = formatdate(now, usegmt=True)
-        return self._value
-
-
-def _encode_head(
-    status: int,
-    content_type: str | None,
-    length: int | None,
-    chunked: bool,
-    headers: list[tuple[str, str]],
-    keep_alive: bool,
-    date: str,
-) -> bytes:
-    reason = REASONS.get(status, "Unknown")
-    parts = [f"HTTP/1.1 {status} {reason}\r\nServer: shoal\r\nDate: {date}\r\n"]
-    if content_type is not None:
-        parts.append(f"Content-Type: {content_type}\r\n")
-    if length is not None:
-        parts.append(f"Content-Length: {length}\r\n")
-    elif chunked:
-        parts.append("Transfer-Encoding: chunked\r\n")
-    for name, value in headers:
-        if name.lower() not in _FRAMING_HEADERS:
-            parts.append(f"{name}: {value}\r\n")
-    parts.append("\r\n" if keep_alive else "Connection: close\r\n\r\n")
-    return "".join(parts).encode("utf-8", "surrogateescape")
-
-
-async def _write_response(
-    writer: asyncio.StreamWriter,
-    request: Request | None,
-    response: Response,
-    keep_alive: bool,
-    date: str,
-) -> None:
-    status = response.status
-    body = response.body
-    no_body = status < 200 or status in _NO_BODY_STATUS
-    head = _encode_head(
-        status,
-        None if no_body else response.content_type,
-        None if no_body else len(body),
-        False,
-        response.headers,
-        keep_alive,
-        date,
-    )
-    if no_body or not body or (request is not None and request.method == "HEAD"):
-        writer.write(head)
-    elif len(body) <= _INLINE_BODY:
-        writer.write(head + body)
-    else:
-        writer.write(head)
-        writer.write(body)
-    if writer.transport.get_write_buffer_size():
-        await writer.drain()
-
-
-async def _pump(body: AsyncIterator[bytes], writer: asyncio.StreamWriter, chunked: bool) -> None:
-    transport = writer.transport
-    async for chunk in body:
-        if chunk:
-            if transport.is_closing():
-                raise ConnectionResetError("client connection closed")
-            writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-        await writer.drain()
-    if chunked:
-        writer.write(b"0\r\n\r\n")
-    await writer.drain()
-
-
-async def _await_cancelled(task: asyncio.Task[None] | asyncio.Task[bytes]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-
-
-async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Half-close, then drop what the client still sends for a moment (as Go's server does),
-    so a client busy sending a refused body reads the answer rather than a reset."""
-    if writer.transport.is_closing() or not writer.can_write_eof():
-        return
-    with contextlib.suppress(ConnectionError, ssl.SSLError, OSError, TimeoutError):
-        writer.write_eof()
-        async with asyncio.timeout(_LINGER):
-            total = 0
-            while total < _LINGER_BYTES and (data := await reader.read(256 * 1024)):
-                total += len(data)
-
-
-async def _write_stream(
-    heads: HeadReader,
-    writer: asyncio.StreamWriter,
-    request: Request,
-    response: StreamResponse,
-    keep_alive: bool,
-    date: str,
-) -> bool:
-    """Send a streamed response; True when the connection can serve another request."""
-    body = response.body
-    pump: asyncio.Task[None] | None = None
-    watcher: asyncio.Task[bytes] | None = None
-    try:
-        chunked = request.http_version == "1.1"
-        keep_alive = keep_alive and chunked
-        head_only = request.method == "HEAD" or response.status in _NO_BODY_STATUS
-        writer.write(
-            _encode_head(
-                response.status,
-                response.content_type,
-                None,
-                chunked and not head_only,
-                response.headers,
-                keep_alive,
-                date,
-            )
-        )
-        await writer.drain()
-        if head_only:
-            return keep_alive
-        pump = asyncio.ensure_future(_pump(body, writer, chunked))
-        if not request.body_complete:
-            # The handler may still be reading the body: no disconnect watch on the reader.
-            await pump
-            return keep_alive
-        # A client that leaves sends EOF; watching for it cancels e.g. an idle /events stream.
-        watcher = asyncio.ensure_future(heads.reader.read(1))
-        await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
-        if watcher.done() and not watcher.cancelled() and watcher.exception() is None:
-            taken = watcher.result()
-            if not taken:
-                if not pump.done():
-                    logger.debug("client went away during a streamed response")
-                    return False
-            else:
-                # The start of the client's next request (it may send it as soon as the last
-                # chunk arrives): give it back for the next head read.
-                heads.unread(taken)
-        elif watcher.done():
-            return False
-        await pump
-        pump.result()
-        return keep_alive
-    except (ConnectionError, ssl.SSLError) as exc:
-        logger.debug("client connection lost during a streamed response: %s", exc)
-        return False
-    except Exception as exc:
-        logger.error("HTTP error: streamed response failed: %s", exc, exc_info=True)
-        return False
-    finally:
-        if watcher is not None:
-            await _await_cancelled(watcher)
-        if pump is not None:
-            await _await_cancelled(pump)
-        aclose = getattr(body, "aclose", None)
-        if aclose is not None:
-            try:
-                await aclose()
-            except Exception as exc:
-                logger.debug("closing a response stream failed: %s", exc)
-
-
 async def serve_connection(
     handler: Handler,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    clock: _DateClock | None = None,
+    clock: DateClock | None = None,
     limits: ServerLimits | None = None,
     versions: VersionRange | None = None,
 ) -> None:
@@ -346,91 +163,134 @@ async def serve_connection(
 
     With `versions`, a `/vX.Y` prefix outside that range answers 400 as the engine does.
     """
-    clock = clock or _DateClock()
+    clock = clock or DateClock()
     limits = limits or ServerLimits()
     heads = HeadReader(reader, writer.transport)
     try:
-        await _serve_requests(handler, heads, writer, clock, limits, versions)
+        await _Connection(handler, heads, writer, clock, limits, versions).serve()
     finally:
         heads.close()
 
 
-async def _serve_requests(
-    handler: Handler,
-    heads: HeadReader,
-    writer: asyncio.StreamWriter,
-    clock: _DateClock,
-    limits: ServerLimits,
-    versions: VersionRange | None,
-) -> None:
-    reader = heads.reader
-    parser = HeadParser(limits.body if limits.body.base else None)  # base 0: no body limit
-    peer_cert = writer.get_extra_info("peercert") or None
-    first_wait = limits.head_timeout  # a new connection owes its head at once
-    while True:
-        try:
-            head = await heads.read_head(first_wait, limits.head_timeout)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial.strip():
-                logger.debug("client closed the connection in the middle of a request head")
-            return
-        except asyncio.LimitOverrunError:
-            await _write_response(
-                writer, None, error_response(431, "request header too large"), False, clock()
-            )
-            return
-        except HeadTimeout:
+class _Connection:
+    """The request loop of one connection: read a head, answer it, keep going while alive."""
+
+    __slots__ = (
+        "_clock",
+        "_handler",
+        "_heads",
+        "_limits",
+        "_parser",
+        "_peer_cert",
+        "_versions",
+        "_writer",
+    )
+
+    def __init__(
+        self,
+        handler: Handler,
+        heads: HeadReader,
+        writer: asyncio.StreamWriter,
+        clock: DateClock,
+        limits: ServerLimits,
+        versions: VersionRange | None,
+    ) -> None:
+        self._handler = handler
+        self._heads = heads
+        self._writer = writer
+        self._clock = clock
+        self._limits = limits
+        self._versions = versions
+        self._parser = HeadParser(limits.body if limits.body.base else None)  # base 0: no limit
+        self._peer_cert = writer.get_extra_info("peercert") or None
+
+    async def serve(self) -> None:
+        """Serve requests until the connection closes, is hijacked or must close."""
+        heads, writer, parser, peer_cert = self._heads, self._writer, self._parser, self._peer_cert
+        head_timeout = self._limits.head_timeout
+        first_wait = head_timeout  # a new connection owes its head at once
+        while True:
+            try:
+                head = await heads.read_head(first_wait, head_timeout)
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, HeadTimeout) as exc:
+                await self._no_head(exc)
+                return
+            first_wait = self._limits.idle_timeout
+            try:
+                request, keep_alive = parser.parse(head, heads.reader, writer, peer_cert)
+            except HTTPError as exc:
+                await self._refuse(exc.status, exc.message)
+                return
+            response = await self._answer(request)
+            if response is None or not await self._send(request, response, keep_alive):
+                return
+            if not request.body_complete and not await request.discard_body(DISCARD_LIMIT):
+                return
+
+    async def _no_head(self, exc: Exception) -> None:
+        """Close for a head that did not come: EOF, too large (431), or too slow."""
+        if isinstance(exc, asyncio.LimitOverrunError):
+            await self._refuse(431, "request header too large")
+        elif isinstance(exc, HeadTimeout):
             logger.debug("closing a connection: no complete request head in time")
-            return
-        first_wait = limits.idle_timeout
-        try:
-            request, keep_alive = parser.parse(head, reader, writer, peer_cert)
-        except HTTPError as exc:
-            await _write_response(
-                writer, None, error_response(exc.status, exc.message), False, clock()
-            )
-            return
+        elif isinstance(exc, asyncio.IncompleteReadError) and exc.partial.strip():
+            logger.debug("client closed the connection in the middle of a request head")
+
+    async def _refuse(self, status: int, message: str) -> None:
+        """Answer a head that cannot be served, closing the connection."""
+        await write_response(
+            self._writer, None, error_response(status, message), False, self._clock()
+        )
+
+    async def _answer(self, request: Request) -> Response | StreamResponse | Hijack | None:
+        """The handler's answer, or the version refusal; None when the connection is lost."""
         refusal = None
-        if versions is not None and request.api_version is not None:
-            refusal = version_response(request.api_version, *versions())
+        if self._versions is not None and request.api_version is not None:
+            refusal = version_response(request.api_version, *self._versions())
         try:
-            response = refusal or await handler(request)
+            return refusal or await self._handler(request)
         except HTTPError as exc:
             logger.debug("HTTP error: %s (status %d)", exc.message, exc.status)
-            response = error_response(exc.status, exc.message)
+            return error_response(exc.status, exc.message)
         except BodyTimeout as exc:
             logger.info("closing a connection in %s %s: %s", request.method, request.path, exc)
-            return
         except (ClientDisconnected, ConnectionError, ssl.SSLError) as exc:
             logger.debug("client connection lost in %s %s: %s", request.method, request.path, exc)
-            return
         except Exception as exc:
             logger.error("HTTP error: %s", exc, exc_info=True)
-            response = error_response(500, str(exc) or type(exc).__name__)
+            return error_response(500, str(exc) or type(exc).__name__)
+        return None
+
+    async def _send(
+        self, request: Request, response: Response | StreamResponse | Hijack, keep_alive: bool
+    ) -> bool:
+        """Send `response`; True when the connection can serve another request."""
         if isinstance(response, StreamResponse):
-            if not await _write_stream(heads, writer, request, response, keep_alive, clock()):
-                return
-        elif isinstance(response, Response):
+            return await write_stream(
+                self._heads, self._writer, request, response, keep_alive, self._clock()
+            )
+        if isinstance(response, Response):
             if keep_alive and not request.body_complete and not request.can_discard(DISCARD_LIMIT):
                 keep_alive = False  # say so in the answer, not by a silent close after it
-            await _write_response(writer, request, response, keep_alive, clock())
-            if not keep_alive:
-                if not request.body_complete:
-                    await _linger(reader, writer)
-                return
-        else:  # Hijack
-            if heads.has_pending:  # cannot happen: a head read takes every pushed-back byte
-                logger.error("HTTP error: bytes left before a hijacked %s", request.path)
-                return
-            try:
-                await response.run(request, reader, writer)
-            except (ClientDisconnected, ConnectionError, ssl.SSLError) as exc:
-                logger.debug("hijacked connection lost: %s", exc)
-            except Exception as exc:
-                logger.error("HTTP error: hijacked %s failed: %s", request.path, exc, exc_info=True)
+            await write_response(self._writer, request, response, keep_alive, self._clock())
+            if not keep_alive and not request.body_complete:
+                await linger(self._heads.reader, self._writer)
+            return keep_alive
+        await self._hijack(request, response)
+        return False
+
+    async def _hijack(self, request: Request, hijack: Hijack) -> None:
+        """Hand the connection to the hijacking handler; the connection closes after it."""
+        heads = self._heads
+        if heads.has_pending:  # cannot happen: a head read takes every pushed-back byte
+            logger.error("HTTP error: bytes left before a hijacked %s", request.path)
             return
-        if not request.body_complete and not await request.discard_body(DISCARD_LIMIT):
-            return
+        try:
+            await hijack.run(request, heads.reader, self._writer)
+        except (ClientDisconnected, ConnectionError, ssl.SSLError) as exc:
+            logger.debug("hijacked connection lost: %s", exc)
+        except Exception as exc:
+            logger.error("HTTP error: hijacked %s failed: %s", request.path, exc, exc_info=True)
 
 
 class APIServer:
@@ -456,7 +316,7 @@ class APIServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._acceptors: list[TLSAcceptor] = []
-        self._clock = _DateClock()
+        self._clock = DateClock()
         self._closing = False
 
     @property
