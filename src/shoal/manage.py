@@ -12,6 +12,7 @@ import logging
 import signal
 import ssl
 import sys
+from collections.abc import Iterator
 
 import uvloop
 
@@ -77,60 +78,83 @@ async def serve(options: ManageOptions, ready: asyncio.Event | None = None) -> N
         election = _replication(
             options, discovery, ctx, dispatcher, watchdog, client_ssl, telemetry
         )
+    server = _api_server(options, dispatcher, server_ssl, ctx)
+    ops = _ops_server(options, metrics, cluster, ctx)
+    stop = asyncio.Event()
+    with _set_on_signals(stop):
+        try:
+            try:
+                await server.start()
+                if ops is not None:
+                    await ops.start()
+            except (OSError, ValueError) as exc:
+                raise StartupError(str(exc)) from None
+            cluster.watch(discovery)
+            if election is not None:
+                election.start()  # the watchdog then runs while this manager is the primary
+            else:
+                watchdog.start()
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            if election is not None:
+                await election.stop()
+            if ops is not None:
+                await ops.close()
+            await server.close()
+            await watchdog.stop()
+            await cluster.close()
+            await discovery.close()
+
+
+@contextlib.contextmanager
+def _set_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` while the manager runs, then go back to the default."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+def _api_server(
+    options: ManageOptions,
+    dispatcher: Dispatcher,
+    server_ssl: ssl.SSLContext | None,
+    ctx: ApiContext,
+) -> APIServer:
     limits = ServerLimits(
         head_timeout=options.api_head_timeout,
         idle_timeout=options.api_idle_timeout,
         body=BodyPace(options.api_body_timeout, float(options.api_body_min_rate)),
         max_connections=options.api_max_connections,
     )
-    server = APIServer(
+    return APIServer(
         dispatcher,
         list(options.hosts),
         server_ssl,
         limits,
         versions=lambda: (ctx.min_api_version(), ctx.api_version()),
     )
-    ops = None
-    if options.metrics_addr is not None:
-        self_addr = options.advertise or options.hosts[0]
-        snapshots = SnapshotCache(
-            ClusterReader(cluster, ctx.strategy, lambda: ctx.role(), self_addr)
-        )
-        metrics.watch_cluster(snapshots.latest)
-        ops = OpsServer(metrics, snapshots, *options.metrics_addr)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        try:
-            await server.start()
-            if ops is not None:
-                await ops.start()
-        except (OSError, ValueError) as exc:
-            raise StartupError(str(exc)) from None
-        cluster.watch(discovery)
-        if election is not None:
-            election.start()  # the watchdog then runs while this manager is the primary
-        else:
-            watchdog.start()
-        if ready is not None:
-            ready.set()
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        if election is not None:
-            await election.stop()
-        if ops is not None:
-            await ops.close()
-        await server.close()
-        await watchdog.stop()
-        await cluster.close()
-        await discovery.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+
+
+def _ops_server(
+    options: ManageOptions, metrics: Metrics, cluster: Cluster, ctx: ApiContext
+) -> OpsServer | None:
+    """The metrics and cluster-page listener, when `--metrics-addr` asks for one."""
+    if options.metrics_addr is None:
+        return None
+    self_addr = options.advertise or options.hosts[0]
+    snapshots = SnapshotCache(ClusterReader(cluster, ctx.strategy, lambda: ctx.role(), self_addr))
+    metrics.watch_cluster(snapshots.latest)
+    return OpsServer(metrics, snapshots, *options.metrics_addr)
 
 
 def _tls_contexts(

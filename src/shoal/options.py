@@ -8,13 +8,23 @@ user should see.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shoal.discovery.base import DiscoveryError, split_host_port
 from shoal.discovery.url import KV_SCHEMES, parse_discovery, split_discovery_url
-from shoal.durations import DurationError, parse_duration
+from shoal.flag_values import (
+    GO_INT,
+    OptionsError,
+    flag_duration,
+    flag_int,
+    go_float,
+    go_int,
+    lenient_duration,
+    limit_count,
+    limit_duration,
+    parse_bool,
+)
 from shoal.logs import LOG_FORMATS, parse_level
 from shoal.scheduler.filters import DEFAULT_FILTERS as DEFAULT_SCHEDULER_FILTERS
 
@@ -52,18 +62,6 @@ STRATEGIES = ("spread", "binpack", "random")
 FILTERS = DEFAULT_SCHEDULER_FILTERS
 DEFAULT_FILTERS = FILTERS
 DEFAULT_KV_PATH = "docker/swarm/nodes"
-_GO_INT = re.compile(r"[+-]?\d+")
-_GO_FLOAT = re.compile(
-    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE
-)
-
-
-class OptionsError(Exception):
-    """An invalid command line; ``message`` is what the user sees."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -200,15 +198,6 @@ class RawList:
     discovery_opts: Sequence[str] = ()
 
 
-def parse_bool(text: str) -> bool | None:
-    """Go's strconv.ParseBool; None when it would fail."""
-    if text in ("1", "t", "T", "TRUE", "true", "True"):
-        return True
-    if text in ("0", "f", "F", "FALSE", "false", "False"):
-        return False
-    return None
-
-
 def parse_global(
     *,
     debug: bool,
@@ -257,47 +246,8 @@ def select_discovery(args: Sequence[str], env: Mapping[str, str], verb: str) -> 
     return url
 
 
-def _duration(text: str, flag: str) -> float:
-    try:
-        return parse_duration(text)
-    except DurationError as exc:
-        raise OptionsError(f"invalid {flag}: {exc}") from None
-
-
-def _lenient_duration(text: str) -> float:
-    """urfave/cli's DurationFlag: an unparsable value reads as zero."""
-    try:
-        return parse_duration(text)
-    except DurationError:
-        return 0.0
-
-
-def _flag_int(text: str, flag: str) -> int:
-    if not _GO_INT.fullmatch(text):
-        raise OptionsError(f'invalid value "{text}" for flag {flag}: parse error')
-    return int(text)
-
-
-def _limit_duration(text: str, flag: str) -> float:
-    """A server limit: a Go duration, >= 0 (0 turns the limit off)."""
-    try:
-        seconds = parse_duration(text)
-    except DurationError as exc:
-        raise OptionsError(f'invalid value "{text}" for flag {flag}: parse error') from exc
-    if seconds < 0:
-        raise OptionsError(f"{flag} must not be negative")
-    return seconds
-
-
-def _limit_count(text: str, flag: str, minimum: int) -> int:
-    value = _flag_int(text, flag)
-    if value < minimum:
-        raise OptionsError(f"{flag} must be at least {minimum}")
-    return value
-
-
 def _heartbeat(text: str) -> float:
-    heartbeat = _duration(text, "--heartbeat")
+    heartbeat = flag_duration(text, "--heartbeat")
     if heartbeat < 1.0:
         raise OptionsError("--heartbeat should be at least one second")
     return heartbeat
@@ -309,7 +259,7 @@ def check_addr_format(addr: str) -> bool:
         _host, port = split_host_port(addr)
     except ValueError:
         return False
-    if not _GO_INT.fullmatch(port):
+    if not GO_INT.fullmatch(port):
         return False
     return 0 < int(port) <= 65535
 
@@ -334,18 +284,6 @@ def _check_discovery(url: str, heartbeat: float, ttl: float, opts: Mapping[str, 
         raise OptionsError(str(exc)) from None
 
 
-def _go_float(text: str) -> float:
-    """strconv.ParseFloat, leniently: unparsable is 0 (DriverOpts.Float)."""
-    return float(text) if _GO_FLOAT.fullmatch(text) else 0.0
-
-
-def _go_int(text: str) -> int:
-    """strconv.ParseInt, leniently: unparsable is 0 (DriverOpts.Int)."""
-    if not _GO_INT.fullmatch(text):
-        return 0
-    return max(-(1 << 63), min((1 << 63) - 1, int(text)))
-
-
 def parse_cluster_opts(values: Sequence[str]) -> tuple[dict[str, str], float, int]:
     """Return (all options, overcommit, createretry); the first value of a key wins."""
     options: dict[str, str] = {}
@@ -355,7 +293,7 @@ def parse_cluster_opts(values: Sequence[str]) -> tuple[dict[str, str], float, in
             options[key] = val
     overcommit = 0.05
     if "swarm.overcommit" in options:
-        overcommit = _go_float(options["swarm.overcommit"])
+        overcommit = go_float(options["swarm.overcommit"])
         if overcommit <= -1:
             raise OptionsError(
                 f"swarm.overcommit should be larger than -1, {overcommit:f} is invalid"
@@ -367,7 +305,7 @@ def parse_cluster_opts(values: Sequence[str]) -> tuple[dict[str, str], float, in
             )
     create_retry = 0
     if "swarm.createretry" in options:
-        create_retry = _go_int(options["swarm.createretry"])
+        create_retry = go_int(options["swarm.createretry"])
         if create_retry < 0:
             raise OptionsError(
                 f"swarm.createretry can not be negative, {create_retry} is invalid"
@@ -409,7 +347,7 @@ def _replication_ttl(raw: RawManage, url: str, advertise: str) -> float:
         raise OptionsError("--advertise address must be provided when using --leader-election")
     if not check_addr_format(advertise):
         raise OptionsError("--advertise should be of the form ip:port or hostname:port")
-    ttl = _duration(raw.replication_ttl, "--replication-ttl")
+    ttl = flag_duration(raw.replication_ttl, "--replication-ttl")
     if ttl <= 0:
         raise OptionsError("--replication-ttl should be a positive number")
     scheme, _ = split_discovery_url(url)
@@ -420,6 +358,32 @@ def _replication_ttl(raw: RawManage, url: str, advertise: str) -> float:
     return ttl
 
 
+def _engine_refresh(raw: RawManage) -> tuple[float, float, int]:
+    """The refresh interval bounds and the failure retry count, checked in classic order."""
+    refresh_min = lenient_duration(raw.refresh_min)
+    refresh_max = lenient_duration(raw.refresh_max)
+    if refresh_min <= 0:
+        raise OptionsError("min refresh interval should be a positive number")
+    if refresh_max < refresh_min:
+        raise OptionsError("max refresh interval cannot be less than min refresh interval")
+    if flag_int(raw.refresh_retry, "--engine-refresh-retry") != 3:
+        raise OptionsError("--engine-refresh-retry is deprecated. Use --engine-failure-retry")
+    failure_retry = flag_int(raw.failure_retry, "--engine-failure-retry")
+    if failure_retry <= 0:
+        raise OptionsError("invalid failure retry count")
+    return refresh_min, refresh_max, failure_retry
+
+
+def _scheduler(raw: RawManage) -> tuple[str, list[str]]:
+    strategy = "binpack" if raw.strategy == "binpacking" else raw.strategy
+    if strategy not in STRATEGIES:
+        raise OptionsError("strategy not supported")
+    filters = list(raw.filters) if raw.filters else list(DEFAULT_FILTERS)
+    if any(name not in FILTERS for name in filters):
+        raise OptionsError("filter not supported")
+    return strategy, filters
+
+
 def parse_manage(
     raw: RawManage, env: Mapping[str, str], glob: GlobalOptions | None = None
 ) -> ManageOptions:
@@ -427,30 +391,15 @@ def parse_manage(
     glob = glob or GlobalOptions()
     tls = _tls(raw)
 
-    refresh_min = _lenient_duration(raw.refresh_min)
-    refresh_max = _lenient_duration(raw.refresh_max)
-    if refresh_min <= 0:
-        raise OptionsError("min refresh interval should be a positive number")
-    if refresh_max < refresh_min:
-        raise OptionsError("max refresh interval cannot be less than min refresh interval")
-    if _flag_int(raw.refresh_retry, "--engine-refresh-retry") != 3:
-        raise OptionsError("--engine-refresh-retry is deprecated. Use --engine-failure-retry")
-    failure_retry = _flag_int(raw.failure_retry, "--engine-failure-retry")
-    if failure_retry <= 0:
-        raise OptionsError("invalid failure retry count")
-    probe_timeout = _limit_duration(raw.engine_probe_timeout, "--engine-probe-timeout")
+    refresh_min, refresh_max, failure_retry = _engine_refresh(raw)
+    probe_timeout = limit_duration(raw.engine_probe_timeout, "--engine-probe-timeout")
 
     url = select_discovery(raw.args, env, "manage")
     heartbeat = _heartbeat(raw.heartbeat)
     discovery_opts = parse_discovery_opts(raw.discovery_opts)
     _check_discovery(url, heartbeat, 0.0, discovery_opts)
 
-    strategy = "binpack" if raw.strategy == "binpacking" else raw.strategy
-    if strategy not in STRATEGIES:
-        raise OptionsError("strategy not supported")
-    filters = list(raw.filters) if raw.filters else list(DEFAULT_FILTERS)
-    if any(name not in FILTERS for name in filters):
-        raise OptionsError("filter not supported")
+    strategy, filters = _scheduler(raw)
 
     if raw.cluster_driver != "swarm":
         raise OptionsError(f'unsupported cluster "{raw.cluster_driver}"')
@@ -484,11 +433,11 @@ def parse_manage(
         cluster_opts=cluster_opts,
         refresh_on_node_filter=raw.refresh_on_node_filter,
         container_name_refresh_filter=raw.container_name_refresh_filter,
-        api_head_timeout=_limit_duration(raw.api_head_timeout, "--api-head-timeout"),
-        api_idle_timeout=_limit_duration(raw.api_idle_timeout, "--api-idle-timeout"),
-        api_body_timeout=_limit_duration(raw.api_body_timeout, "--api-body-timeout"),
-        api_body_min_rate=_limit_count(raw.api_body_min_rate, "--api-body-min-rate", 1),
-        api_max_connections=_limit_count(raw.api_max_connections, "--api-max-connections", 0),
+        api_head_timeout=limit_duration(raw.api_head_timeout, "--api-head-timeout"),
+        api_idle_timeout=limit_duration(raw.api_idle_timeout, "--api-idle-timeout"),
+        api_body_timeout=limit_duration(raw.api_body_timeout, "--api-body-timeout"),
+        api_body_min_rate=limit_count(raw.api_body_min_rate, "--api-body-min-rate", 1),
+        api_max_connections=limit_count(raw.api_max_connections, "--api-max-connections", 0),
         debug=glob.debug,
         experimental=glob.experimental,
         log_level=glob.log_level,
@@ -504,11 +453,11 @@ def parse_join(raw: RawJoin, env: Mapping[str, str]) -> JoinOptions:
         raise OptionsError("missing mandatory --advertise flag")
     if not check_addr_format(advertise):
         raise OptionsError("--advertise should be of the form ip:port or hostname:port")
-    delay = _duration(raw.delay, "--delay")
+    delay = flag_duration(raw.delay, "--delay")
     if delay < 0:
         raise OptionsError("--delay should not be a negative number")
     heartbeat = _heartbeat(raw.heartbeat)
-    ttl = _duration(raw.ttl, "--ttl")
+    ttl = flag_duration(raw.ttl, "--ttl")
     if ttl <= heartbeat:
         raise OptionsError("--ttl must be strictly superior to the heartbeat value")
     discovery_opts = parse_discovery_opts(raw.discovery_opts)
@@ -532,7 +481,7 @@ def parse_join(raw: RawJoin, env: Mapping[str, str]) -> JoinOptions:
 def parse_list(raw: RawList, env: Mapping[str, str]) -> ListOptions:
     """Validate ``list`` flags in classic Swarm's order."""
     url = select_discovery(raw.args, env, "list")
-    timeout = _duration(raw.timeout, "--timeout")
+    timeout = flag_duration(raw.timeout, "--timeout")
     if timeout <= 0:
         raise OptionsError("--timeout should be a positive number")
     discovery_opts = parse_discovery_opts(raw.discovery_opts)

@@ -44,6 +44,11 @@ class ClusterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
+        yield from self._totals(snap)
+        yield from self._per_engine(snap)
+
+    @staticmethod
+    def _totals(snap: ClusterSnapshot) -> Iterator[Metric]:
         yield InfoMetricFamily(
             "shoal", "This manager's version and placement strategy.",
             value={"version": __version__, "strategy": snap.strategy},
@@ -73,6 +78,8 @@ class ClusterCollector(Collector):
         listeners.add_metric([], snap.event_listeners)
         yield listeners
 
+    @staticmethod
+    def _per_engine(snap: ClusterSnapshot) -> Iterator[Metric]:
         labels = ["node", "addr"]
         engine_state = GaugeMetricFamily(
             "shoal_engine_state", "1 for the engine's current state.", labels=[*labels, "state"]
@@ -129,7 +136,11 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        r = self.registry
+        self._api_and_engine_metrics(self.registry)
+        self._scheduling_and_leader_metrics(self.registry)
+        self.lock_renewal_age.set_function(self._renewal_age)
+
+    def _api_and_engine_metrics(self, r: CollectorRegistry) -> None:
         # API: labelled by route template, never by raw path (bounded label sets).
         self.api_requests = Counter(
             "shoal_api_requests", "API requests by route template, method and status.",
@@ -153,6 +164,8 @@ class Metrics:
             "Times the engine's event stream broke and was opened again.",
             ["node", "addr"], registry=r,
         )
+
+    def _scheduling_and_leader_metrics(self, r: CollectorRegistry) -> None:
         # Scheduler.
         self.scheduler_decisions = Counter(
             "shoal_scheduler_decisions", "Placement decisions that found a node.", registry=r
@@ -185,7 +198,6 @@ class Metrics:
             "Seconds since this manager last renewed the leader lock (NaN if never).",
             registry=r,
         )
-        self.lock_renewal_age.set_function(self._renewal_age)
 
     def lock_renewed(self) -> None:
         """Called by the election each time the leader lock is renewed."""
