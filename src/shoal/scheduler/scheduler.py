@@ -41,22 +41,27 @@ class Scheduler:
     def strategy_name(self) -> str:
         return self._strategy.name
 
-    def select(self, config: Mapping[str, Any], nodes: Sequence[Node]) -> list[Node]:
+    def select(
+        self, config: Mapping[str, Any], nodes: Sequence[Node], *, limit: int | None = None
+    ) -> list[Node]:
         """Nodes that can take `config`, best first, or SchedulerError.
 
         Pass 1 enforces soft (`~`) rules; on any failure pass 2 ignores them and its
-        outcome is final.
+        outcome is final. `limit` keeps only the first nodes of the ranking (a create
+        tries one, or a few with retries), which spares ordering the rest.
         """
         req = PlacementRequest.from_config(config)
         try:
-            return self._select(req, nodes, soft=True)
+            return self._select(req, nodes, soft=True, limit=limit)
         except SchedulerError:
             if not req.has_soft_rules():
                 raise
-        return self._select(req, nodes, soft=False)
+        return self._select(req, nodes, soft=False, limit=limit)
 
-    def _select(self, req: PlacementRequest, nodes: Sequence[Node], soft: bool) -> list[Node]:
-        candidates = list(nodes)
+    def _select(
+        self, req: PlacementRequest, nodes: Sequence[Node], soft: bool, limit: int | None
+    ) -> list[Node]:
+        candidates: Sequence[Node] = nodes
         for i, f in enumerate(self._filters):
             try:
                 candidates = f.apply(req, candidates, soft)
@@ -68,7 +73,7 @@ class Scheduler:
                 ) from err
         if not candidates:
             raise SchedulerError(NO_NODES)
-        return self._strategy.rank(req, candidates)
+        return self._strategy.rank(req, candidates, limit)
 
     def _conditions(self, req: PlacementRequest, failed: int) -> str:
         """One `\\n[...]` line per filter up to the failed one, in Go's %v slice form."""

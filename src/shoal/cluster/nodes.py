@@ -1,0 +1,145 @@
+"""The scheduler's views of the cluster's engines, kept current one engine at a time.
+
+A create must not rebuild a thousand views to place one container: each engine's
+`Node` is rebuilt only when that engine reported a change (`touch`), the list of views
+is kept between creates, and a pending create is overlaid on its one node. Engines do
+not report health-counter or identity changes, so every read compares one small
+tuple per engine (C-speed list equality) to notice them; nothing else is walked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from shoal.cluster.engine_state import EngineState
+from shoal.scheduler.node import Node, NodeContainer, NodeImage
+
+if TYPE_CHECKING:
+    from shoal.cluster.engine import Engine
+    from shoal.cluster.records import EngineSpecs
+
+#: What an engine does not report when it changes: membership, state, health counter, specs.
+Mark = tuple["Engine", EngineState, int, "EngineSpecs"]
+
+
+def build_node(engine: Engine) -> Node:
+    """An engine's view from scratch: the reference every kept view must equal."""
+    cpus = engine.specs.cpus or 1
+    return Node(
+        id=engine.id,
+        name=engine.name,
+        addr=engine.addr,
+        labels=dict(engine.specs.labels),
+        health=engine.health_indicator,
+        total_cpus=engine.total_cpus,
+        total_memory=engine.total_memory,
+        containers=[
+            NodeContainer.from_inspect(c.inspect, cpus) for c in engine.containers.values()
+        ],
+        images=[
+            NodeImage(id=i.id, repo_tags=i.repo_tags, repo_digests=i.repo_digests)
+            for i in engine.images
+        ],
+    )
+
+
+@dataclass(slots=True)
+class _Built:
+    generation: int
+    specs: EngineSpecs
+    node: Node
+
+
+class NodeViews:
+    """One `Node` per active (validated) engine, in the cluster's engine order."""
+
+    def __init__(self) -> None:
+        #: Bumped by `touch`: an engine's containers or images changed.
+        self._generation: dict[Engine, int] = {}
+        self._built: dict[Engine, _Built] = {}
+        self._marks: list[Mark] = []
+        self._nodes: list[Node] = []
+        self._position: dict[Engine, int] = {}
+        self._by_id: dict[str, Engine] = {}
+        self._dirty: set[Engine] = set()
+
+    def touch(self, engine: Engine) -> None:
+        """ENGINE's cache changed: its view is rebuilt at the next read, no other."""
+        self._generation[engine] = self._generation.get(engine, 0) + 1
+        self._dirty.add(engine)
+
+    def nodes(
+        self,
+        engines: Iterable[Engine],
+        pending: Mapping[Engine, Sequence[NodeContainer]] | None = None,
+    ) -> list[Node]:
+        """The views of ENGINES (the cluster's, in order), PENDING creates overlaid.
+
+        The list returned is the caller's: later changes never alter it.
+        """
+        self._sync(engines)
+        out = list(self._nodes)
+        for engine, extra in (pending or {}).items():
+            i = self._position.get(engine)
+            if i is not None and extra:
+                out[i] = out[i].with_containers(*extra)
+        return out
+
+    def engine(self, node_id: str) -> Engine | None:
+        """The active engine a view belongs to (as of the last `nodes`)."""
+        return self._by_id.get(node_id)
+
+    def _sync(self, engines: Iterable[Engine]) -> None:
+        marks = [(e, e.state, e.failure_count, e.specs) for e in engines]
+        if marks != self._marks:
+            self._resync(marks)
+        elif self._dirty:
+            nodes = self._nodes
+            for engine in self._dirty:
+                i = self._position.get(engine)
+                if i is not None:
+                    if nodes is self._nodes:
+                        nodes = list(nodes)  # copy on write: handed-out lists stay as they were
+                    nodes[i] = self._view(engine)
+            self._nodes = nodes
+        self._dirty.clear()
+
+    def _resync(self, marks: list[Mark]) -> None:
+        """Engines joined, left, or changed state, health or specs: redo the list (not
+        the views of engines whose caches did not change)."""
+        nodes: list[Node] = []
+        position: dict[Engine, int] = {}
+        by_id: dict[str, Engine] = {}
+        for engine, state, _, _ in marks:
+            if state is EngineState.PENDING:
+                continue
+            position[engine] = len(nodes)
+            node = self._view(engine)
+            by_id.setdefault(node.id, engine)
+            nodes.append(node)
+        present = {m[0] for m in marks}
+        for gone in [e for e in self._built if e not in present]:
+            del self._built[gone]
+        for gone in [e for e in self._generation if e not in present]:
+            del self._generation[gone]
+        self._marks, self._nodes, self._position, self._by_id = marks, nodes, position, by_id
+
+    def _view(self, engine: Engine) -> Node:
+        """ENGINE's view: kept if nothing it was built from changed, re-healthed if only
+        the health indicator did, else built again."""
+        generation = self._generation.get(engine, 0)
+        built = self._built.get(engine)
+        if built is None or built.generation != generation or built.specs is not engine.specs:
+            built = _Built(generation, engine.specs, build_node(engine))
+            self._built[engine] = built
+        else:
+            health = engine.health_indicator
+            if built.node.health != health:
+                built.node = dataclasses.replace(built.node, health=health)
+        return built.node
+
+
+__all__ = ["NodeViews", "build_node"]
