@@ -188,7 +188,7 @@ class Cluster:
     def container_changed(
         self, engine: Engine, old: Container | None, new: Container | None
     ) -> None:
-        self._touch(engine)
+        self._views.container_changed(engine, old, new)
         if old is not None:
             self._index.remove(engine, old)
         if new is not None:

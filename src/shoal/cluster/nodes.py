@@ -1,10 +1,11 @@
 """The scheduler's views of the cluster's engines, kept current one engine at a time.
 
 A create must not rebuild a thousand views to place one container: each engine's
-`Node` is rebuilt only when that engine reported a change (`touch`), the list of views
-is kept between creates, and a pending create is overlaid on its one node. Engines do
-not report health-counter or identity changes, so every read compares one small
-tuple per engine (C-speed list equality) to notice them; nothing else is walked.
+`Node` is rebuilt only when that engine reported a change (`touch`), from per-container
+parts made when each container changed (so a rebuild reads one new inspect, not all),
+the list of views is kept between creates, and a pending create is overlaid on its one
+node. Engines do not report health-counter or identity changes, so every read compares
+one small tuple per engine (C-speed list equality) to notice them; nothing else is walked.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from shoal.scheduler.node import Node, NodeContainer, NodeImage
 
 if TYPE_CHECKING:
     from shoal.cluster.engine import Engine
-    from shoal.cluster.records import EngineSpecs
+    from shoal.cluster.records import Container, EngineSpecs
 
 #: What an engine does not report when it changes: membership, state, health counter, specs.
 Mark = tuple["Engine", EngineState, int, "EngineSpecs"]
@@ -28,6 +29,13 @@ Mark = tuple["Engine", EngineState, int, "EngineSpecs"]
 def build_node(engine: Engine) -> Node:
     """An engine's view from scratch: the reference every kept view must equal."""
     cpus = engine.specs.cpus or 1
+    return engine_node(
+        engine, [NodeContainer.from_inspect(c.inspect, cpus) for c in engine.containers.values()]
+    )
+
+
+def engine_node(engine: Engine, containers: list[NodeContainer]) -> Node:
+    """ENGINE's view around its containers' records."""
     return Node(
         id=engine.id,
         name=engine.name,
@@ -36,14 +44,21 @@ def build_node(engine: Engine) -> Node:
         health=engine.health_indicator,
         total_cpus=engine.total_cpus,
         total_memory=engine.total_memory,
-        containers=[
-            NodeContainer.from_inspect(c.inspect, cpus) for c in engine.containers.values()
-        ],
+        containers=containers,
         images=[
             NodeImage(id=i.id, repo_tags=i.repo_tags, repo_digests=i.repo_digests)
             for i in engine.images
         ],
     )
+
+
+@dataclass(slots=True)
+class _Part:
+    """A container's scheduler record, valid while the cache holds this very object."""
+
+    container: Container
+    engine_cpus: int
+    node_container: NodeContainer
 
 
 @dataclass(slots=True)
@@ -65,11 +80,26 @@ class NodeViews:
         self._position: dict[Engine, int] = {}
         self._by_id: dict[str, Engine] = {}
         self._dirty: set[Engine] = set()
+        #: engine -> container ID -> its record, made when the container changed.
+        self._parts: dict[Engine, dict[str, _Part]] = {}
 
     def touch(self, engine: Engine) -> None:
         """ENGINE's cache changed: its view is rebuilt at the next read, no other."""
         self._generation[engine] = self._generation.get(engine, 0) + 1
         self._dirty.add(engine)
+
+    def container_changed(
+        self, engine: Engine, old: Container | None, new: Container | None
+    ) -> None:
+        """Make NEW's record now (one inspect read), so the next rebuild only gathers."""
+        self.touch(engine)
+        parts = self._parts.setdefault(engine, {})
+        if new is None:
+            if old is not None:
+                parts.pop(old.id, None)
+            return
+        cpus = engine.specs.cpus or 1
+        parts[new.id] = _Part(new, cpus, NodeContainer.from_inspect(new.inspect, cpus))
 
     def nodes(
         self,
@@ -125,6 +155,8 @@ class NodeViews:
             del self._built[gone]
         for gone in [e for e in self._generation if e not in present]:
             del self._generation[gone]
+        for gone in [e for e in self._parts if e not in present]:
+            del self._parts[gone]
         self._marks, self._nodes, self._position, self._by_id = marks, nodes, position, by_id
 
     def _view(self, engine: Engine) -> Node:
@@ -133,13 +165,29 @@ class NodeViews:
         generation = self._generation.get(engine, 0)
         built = self._built.get(engine)
         if built is None or built.generation != generation or built.specs is not engine.specs:
-            built = _Built(generation, engine.specs, build_node(engine))
+            built = _Built(generation, engine.specs, self._build(engine))
             self._built[engine] = built
         else:
             health = engine.health_indicator
             if built.node.health != health:
                 built.node = dataclasses.replace(built.node, health=health)
         return built.node
+
+    def _build(self, engine: Engine) -> Node:
+        """`build_node`, reusing each container's record while it is still current."""
+        cpus = engine.specs.cpus or 1
+        parts = self._parts.setdefault(engine, {})
+        containers: list[NodeContainer] = []
+        for cid, container in engine.containers.items():
+            part = parts.get(cid)
+            if part is None or part.container is not container or part.engine_cpus != cpus:
+                part = _Part(container, cpus, NodeContainer.from_inspect(container.inspect, cpus))
+                parts[cid] = part
+            containers.append(part.node_container)
+        if len(parts) > len(containers):  # records of containers gone unannounced
+            for cid in [c for c in parts if c not in engine.containers]:
+                del parts[cid]
+        return engine_node(engine, containers)
 
 
 __all__ = ["NodeViews", "build_node"]
