@@ -60,7 +60,8 @@ op = st.one_of(
     st.tuples(st.just("images"), st.integers(0, 9),
               st.lists(st.sampled_from(["redis", "busybox", "nginx"]), max_size=3)),
     st.tuples(st.just("specs"), st.integers(0, 9), st.sampled_from([2, 4, 8]),
-              st.sampled_from([2 * GB, 4 * GB]), st.sampled_from(["a", "b", ""])),
+              st.sampled_from([2 * GB, 4 * GB]), st.sampled_from(["a", "b", ""]),
+              st.sampled_from(["", "1", "3", "x"])),
     st.tuples(st.just("new_id"), st.integers(0, 9)),
     st.tuples(st.just("join"), st.booleans()),
     st.tuples(st.just("leave"), st.integers(0, 9)),
@@ -75,6 +76,8 @@ class World:
     def __init__(self) -> None:
         self.cluster = Cluster(SETTINGS, Scheduler(), EventBus())
         self.serial = 0
+        #: Schedulers that keep their rankings from one step to the next.
+        self.kept = {s: Scheduler(strategy=s) for s in ("spread", "binpack")}
 
     def engines(self) -> list[Engine]:
         return self.cluster.all_engines()
@@ -92,6 +95,8 @@ class World:
         engine = Engine(address, EngineClient(address, None), SETTINGS, self.cluster)
         engine.specs = EngineSpecs(daemon_id=f"D{self.serial}", name=f"node-{self.serial % 4}",
                                    cpus=4, memory=4 * GB, labels={"zone": "ab"[self.serial % 2]})
+        if self.serial % 3 == 0:
+            engine.specs.labels["containerslots"] = "2"
         self.cluster._engines[entry] = engine
         if validate:  # what `Engine._validate` does once its caches are in
             engine.state = EngineState.HEALTHY
@@ -158,10 +163,12 @@ class World:
             engine.image_index = ImageIndex(engine.images)
             self.cluster.images_changed(engine)
         elif kind == "specs":  # `update_specs`: a new specs object, nobody told
-            _, _, cpus, memory, zone = step
-            engine.specs = dataclasses.replace(
-                engine.specs, cpus=cpus, memory=memory, labels={"zone": zone} if zone else {}
-            )
+            _, _, cpus, memory, zone, slots = step
+            labels = {"zone": zone} if zone else {}
+            if slots:
+                labels["containerslots"] = slots
+            engine.specs = dataclasses.replace(engine.specs, cpus=cpus, memory=memory,
+                                               labels=labels)
         elif kind == "new_id":  # the daemon came back with another ID: Pending, unannounced
             if engine.state is not EngineState.PENDING:
                 engine.state = EngineState.PENDING
@@ -214,9 +221,12 @@ def check(world: World, seed: int) -> None:
         assert cluster.engine_for_node(node) is by_id[node.id]
     for strategy in ("spread", "binpack", "random"):
         for config in CONFIGS:
-            for limit in (None, 2):
-                kept = Scheduler(strategy=strategy, rng=random.Random(seed))
-                fresh = Scheduler(strategy=strategy, rng=random.Random(seed))
+            for limit in (None, 1, 2):
+                kept = world.kept.get(strategy) or Scheduler(
+                    strategy=strategy, rng=random.Random(seed)
+                )
+                # The full filter pipeline and strategy, over views built from scratch.
+                fresh = Scheduler(strategy=strategy, rng=random.Random(seed), keep_rankings=False)
                 assert ranking(kept, config, actual, limit) == ranking(
                     fresh, config, expected, limit
                 ), (strategy, config, limit)

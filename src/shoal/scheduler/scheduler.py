@@ -16,12 +16,20 @@ from shoal.scheduler.errors import (
 )
 from shoal.scheduler.filters import DEFAULT_FILTERS, Filter, make_filters
 from shoal.scheduler.node import Node
+from shoal.scheduler.ranking import KeptRankings, resources_only
 from shoal.scheduler.request import PlacementRequest
 from shoal.scheduler.strategies import DEFAULT_STRATEGY, make_strategy
 
+#: (sign, health factor) of the strategies whose rankings can be kept between decisions.
+_KEPT_STRATEGIES = {"spread": (1, -10), "binpack": (-1, 10)}
+
 
 class Scheduler:
-    """Pure placement logic: no I/O, no locking (the caller serialises decisions)."""
+    """Pure placement logic: no I/O, no locking (the caller serialises decisions).
+
+    Node views passed in must be snapshots (a changed node is a new object): the
+    rankings of resources-only requests are kept between decisions on that basis.
+    """
 
     def __init__(
         self,
@@ -29,9 +37,17 @@ class Scheduler:
         strategy: str = DEFAULT_STRATEGY,
         *,
         rng: random.Random | None = None,
+        keep_rankings: bool = True,
     ) -> None:
         self._filters: list[Filter] = make_filters(tuple(filters))
         self._strategy = make_strategy(strategy, rng)
+        self._kept: KeptRankings | None = None
+        weights = _KEPT_STRATEGIES.get(self._strategy.name)
+        if weights is not None and keep_rankings:
+            names = self.filter_names
+            self._kept = KeptRankings(
+                *weights, health="health" in names, slots="containerslots" in names
+            )
 
     @property
     def filter_names(self) -> list[str]:
@@ -51,6 +67,10 @@ class Scheduler:
         tries one, or a few with retries), which spares ordering the rest.
         """
         req = PlacementRequest.from_config(config)
+        if self._kept is not None and resources_only(req):
+            ranked = self._kept.rank(req.cpus, req.memory, nodes, limit)
+            if ranked is not None:
+                return ranked
         try:
             return self._select(req, nodes, soft=True, limit=limit)
         except SchedulerError:
