@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from shoal.cluster.engine_state import EngineState
@@ -22,8 +23,14 @@ if TYPE_CHECKING:
     from shoal.cluster.engine import Engine
     from shoal.cluster.records import Container, EngineSpecs
 
-#: What an engine does not report when it changes: membership, state, health counter, specs.
-Mark = tuple["Engine", EngineState, int, "EngineSpecs"]
+#: What engines do not report when it changes: membership, and per engine its state,
+#: health counter and specs. Lists of existing objects (no object made per engine: at
+#: a thousand engines, per-engine tuples cost more in garbage collection than to compare).
+Marks = tuple[list["Engine"], list[EngineState], list[int], list["EngineSpecs"]]
+
+_STATE = attrgetter("state")
+_FAILURES = attrgetter("failure_count")
+_SPECS = attrgetter("specs")
 
 
 def build_node(engine: Engine) -> Node:
@@ -75,7 +82,7 @@ class NodeViews:
         #: Bumped by `touch`: an engine's containers or images changed.
         self._generation: dict[Engine, int] = {}
         self._built: dict[Engine, _Built] = {}
-        self._marks: list[Mark] = []
+        self._marks: Marks = ([], [], [], [])
         self._nodes: list[Node] = []
         self._position: dict[Engine, int] = {}
         self._by_id: dict[str, Engine] = {}
@@ -123,7 +130,11 @@ class NodeViews:
         return self._by_id.get(node_id)
 
     def _sync(self, engines: Iterable[Engine]) -> None:
-        marks = [(e, e.state, e.failure_count, e.specs) for e in engines]
+        listed = list(engines)
+        marks = (
+            listed, list(map(_STATE, listed)), list(map(_FAILURES, listed)),
+            list(map(_SPECS, listed)),
+        )
         if marks != self._marks:
             self._resync(marks)
         elif self._dirty:
@@ -137,20 +148,20 @@ class NodeViews:
             self._nodes = nodes
         self._dirty.clear()
 
-    def _resync(self, marks: list[Mark]) -> None:
+    def _resync(self, marks: Marks) -> None:
         """Engines joined, left, or changed state, health or specs: redo the list (not
         the views of engines whose caches did not change)."""
         nodes: list[Node] = []
         position: dict[Engine, int] = {}
         by_id: dict[str, Engine] = {}
-        for engine, state, _, _ in marks:
+        for engine, state in zip(marks[0], marks[1], strict=True):
             if state is EngineState.PENDING:
                 continue
             position[engine] = len(nodes)
             node = self._view(engine)
             by_id.setdefault(node.id, engine)
             nodes.append(node)
-        present = {m[0] for m in marks}
+        present = set(marks[0])
         for gone in [e for e in self._built if e not in present]:
             del self._built[gone]
         for gone in [e for e in self._generation if e not in present]:

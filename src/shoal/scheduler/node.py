@@ -180,7 +180,11 @@ class ContainerRefs:
 
 @dataclass(eq=False)
 class Node:
-    """One engine as the scheduler sees it; totals already include overcommit."""
+    """One engine as the scheduler sees it; totals already include overcommit.
+
+    A snapshot: never changed once handed to the scheduler (a changed engine gets a new
+    Node), which is what lets the scheduler keep rankings between decisions.
+    """
 
     id: str
     name: str

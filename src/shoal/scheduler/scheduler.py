@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from shoal.scheduler.errors import (
@@ -21,7 +22,9 @@ from shoal.scheduler.request import PlacementRequest
 from shoal.scheduler.strategies import DEFAULT_STRATEGY, make_strategy
 
 #: (sign, health factor) of the strategies whose rankings can be kept between decisions.
-_KEPT_STRATEGIES = {"spread": (1, -10), "binpack": (-1, 10)}
+_KEPT_STRATEGIES: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {"spread": (1, -10), "binpack": (-1, 10)}
+)
 
 
 class Scheduler:
