@@ -216,6 +216,7 @@ def check(world: World, seed: int) -> None:
     actual = cluster.node_views()
     expected = expected_views(cluster)
     assert [view(n) for n in actual] == [view(n) for n in expected]
+    assert list(cluster._views.active()) == cluster.active_engines()
     by_id = {e.id: e for e in cluster.active_engines()}
     for node in actual:
         assert cluster.engine_for_node(node) is by_id[node.id]

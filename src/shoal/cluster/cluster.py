@@ -348,10 +348,11 @@ class Cluster:
             config["Labels"] = labels
             if not labels.get(SWARM_ID_LABEL):
                 labels[SWARM_ID_LABEL] = self._new_swarm_id()
+            views = self.node_views()
             # Local networks and volumes pull the container to their node.
-            pin_to_local_resources(config, self.active_engines())
+            pin_to_local_resources(config, self._views.active())
             attempts = max(1 + self.create_retry, 1)
-            ranked = self.scheduler.select(config, self.node_views(), limit=attempts)
+            ranked = self.scheduler.select(config, views, limit=attempts)
             engines = [self.engine_for_node(n) for n in ranked]
             key = name.lstrip("/") if name else "\0" + labels[SWARM_ID_LABEL]
             self._pending[key] = PendingCreate(

@@ -85,6 +85,7 @@ class NodeViews:
         self._marks: Marks = ([], [], [], [])
         self._nodes: list[Node] = []
         self._position: dict[Engine, int] = {}
+        self._active: tuple[Engine, ...] = ()
         self._by_id: dict[str, Engine] = {}
         self._dirty: set[Engine] = set()
         #: engine -> container ID -> its record, made when the container changed.
@@ -124,6 +125,10 @@ class NodeViews:
             if i is not None and extra:
                 out[i] = out[i].with_containers(*extra)
         return out
+
+    def active(self) -> Sequence[Engine]:
+        """The engines the views are of (the active ones, as of the last `nodes`)."""
+        return self._active
 
     def engine(self, node_id: str) -> Engine | None:
         """The active engine a view belongs to (as of the last `nodes`)."""
@@ -169,6 +174,7 @@ class NodeViews:
         for gone in [e for e in self._parts if e not in present]:
             del self._parts[gone]
         self._marks, self._nodes, self._position, self._by_id = marks, nodes, position, by_id
+        self._active = tuple(position)
 
     def _view(self, engine: Engine) -> Node:
         """ENGINE's view: kept if nothing it was built from changed, re-healthed if only
