@@ -52,12 +52,12 @@ class NodeContainer:
         status = state.get("Status", "") if isinstance(state, Mapping) else str(state or "")
         return cls(
             id=str(info.get("Id") or ""),
-            names=list(names),
+            names=tuple(names),
             image=str(config.get("Image") or info.get("Image") or ""),
             labels=labels,
             state=status,
             host_config=hc,
-            config_exposed_ports=list(config.get("ExposedPorts") or ()),
+            config_exposed_ports=tuple(config.get("ExposedPorts") or ()),
             network_ports=(info.get("NetworkSettings") or {}).get("Ports") or {},
             cpus=container_cpus(hc, engine_cpus),
             memory=int(hc.get("Memory") or 0),
