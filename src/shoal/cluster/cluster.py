@@ -22,10 +22,11 @@ from shoal.cluster.errors import Conflict, EngineError, EngineFailure, NotFound
 from shoal.cluster.events import EventBus
 from shoal.cluster.index import ContainerIndex, Placed
 from shoal.cluster.names import NameReservations, check_free, name_key
+from shoal.cluster.nodes import NodeViews
 from shoal.cluster.records import SWARM_ID_LABEL, Container, normalize_ref
 from shoal.cluster.resources import pin_to_local_resources
 from shoal.discovery.base import Discovery, DiscoveryError
-from shoal.scheduler.node import Node, NodeContainer, NodeImage
+from shoal.scheduler.node import Node, NodeContainer
 from shoal.scheduler.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,6 @@ class PendingCreate:
     def display_name(self) -> str:
         """Unnamed creates are keyed by swarm ID; they have no name to reserve."""
         return "" if self.name.startswith("\0") else self.name
-
-
-@dataclass(slots=True)
-class NodeCache:
-    generation: int
-    node: Node
 
 
 @dataclass
@@ -74,8 +69,7 @@ class Cluster:
     names: NameReservations = field(default_factory=NameReservations)
     #: exec ID -> container ID, for the `/exec/{id}` routes.
     _execs: dict[str, str] = field(default_factory=dict)
-    _generation: dict[int, int] = field(default_factory=dict)
-    _node_cache: dict[int, NodeCache] = field(default_factory=dict)
+    _views: NodeViews = field(default_factory=NodeViews)
     _schedule_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -199,7 +193,7 @@ class Cluster:
     def container_changed(
         self, engine: Engine, old: Container | None, new: Container | None
     ) -> None:
-        self._touch(engine)
+        self._views.container_changed(engine, old, new)
         if old is not None:
             self._index.remove(engine, old)
         if new is not None:
@@ -209,8 +203,7 @@ class Cluster:
         self.bus.publish(decorate_event(event, engine))
 
     def _touch(self, engine: Engine) -> None:
-        key = id(engine)
-        self._generation[key] = self._generation.get(key, 0) + 1
+        self._views.touch(engine)
 
     def images_changed(self, engine: Engine) -> None:
         """The engine's image list was refreshed: rebuild its scheduler view (image affinity)."""
@@ -338,30 +331,23 @@ class Cluster:
 
     # -- scheduling -----------------------------------------------------------------
     def node_views(self) -> list[Node]:
-        """One scheduler view per active engine, rebuilt only when its cache changed."""
-        nodes: list[Node] = []
-        pending_by_engine: dict[int, list[PendingCreate]] = {}
+        """One scheduler view per active engine, pending creates included; only the
+        engines that changed since the last call are rebuilt."""
+        pending: dict[Engine, list[NodeContainer]] = {}
         for p in self._pending.values():
-            pending_by_engine.setdefault(id(p.engine), []).append(p)
-        for engine in self.active_engines():
-            key = id(engine)
-            generation = self._generation.get(key, 0)
-            cached = self._node_cache.get(key)
-            if cached is None or cached.generation != generation:
-                cached = NodeCache(generation, build_node(engine))
-                self._node_cache[key] = cached
-            node = cached.node
-            node.health = engine.health_indicator
-            extra = pending_by_engine.get(key)
-            if extra:
-                node = node.with_containers(
-                    *(NodeContainer.pending(p.config, p.display_name) for p in extra)
-                )
-            nodes.append(node)
-        return nodes
+            pending.setdefault(p.engine, []).append(
+                NodeContainer.pending(p.config, p.display_name)
+            )
+        return self._views.nodes(self._engines.values(), pending)
 
     def engine_by_id(self, engine_id: str) -> Engine | None:
         """The engine with classic Swarm's engine ID (`daemon ID|address`)."""
+        engine = self._views.engine(engine_id)
+        if engine is not None and engine.id == engine_id and (
+            self._engines.get(engine.address.entry) is engine
+        ):
+            return engine
+        # Not active, or changed since the views were last read: ask every engine.
         for engine in self._engines.values():
             if engine.id == engine_id:
                 return engine
@@ -386,18 +372,19 @@ class Cluster:
             config["Labels"] = labels
             if not labels.get(SWARM_ID_LABEL):
                 labels[SWARM_ID_LABEL] = self._new_swarm_id()
+            views = self.node_views()
             # Local networks and volumes pull the container to their node.
-            pin_to_local_resources(config, self.active_engines())
-            ranked = self.scheduler.select(config, self.node_views())
+            pin_to_local_resources(config, self._views.active())
+            attempts = max(1 + self.create_retry, 1)
+            ranked = self.scheduler.select(config, views, limit=attempts)
             engines = [self.engine_for_node(n) for n in ranked]
             key = name.lstrip("/") if name else "\0" + labels[SWARM_ID_LABEL]
             self._pending[key] = PendingCreate(
                 key, engines[0], config, labels[SWARM_ID_LABEL]
             )
         try:
-            attempts = 1 + self.create_retry
             last: Exception | None = None
-            for engine in engines[:attempts] or engines[:1]:
+            for engine in engines:
                 self._pending[key].engine = engine
                 try:
                     return await self._create_on(engine, config, name, auth)
@@ -498,26 +485,6 @@ def decorate_event(event: dict[str, Any], engine: Engine) -> dict[str, Any]:
     out["Actor"] = actor
     out["node"] = node
     return out
-
-
-def build_node(engine: Engine) -> Node:
-    return Node(
-        id=engine.id,
-        name=engine.name,
-        addr=engine.addr,
-        labels=dict(engine.specs.labels),
-        health=engine.health_indicator,
-        total_cpus=engine.total_cpus,
-        total_memory=engine.total_memory,
-        containers=[
-            NodeContainer.from_inspect(c.inspect, engine.specs.cpus or 1)
-            for c in engine.containers.values()
-        ],
-        images=[
-            NodeImage(id=i.id, repo_tags=i.repo_tags, repo_digests=i.repo_digests)
-            for i in engine.images
-        ],
-    )
 
 
 __all__ = ["Cluster", "Conflict", "NotFound", "Placed", "normalize_ref", "split_image"]

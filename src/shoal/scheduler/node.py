@@ -52,12 +52,12 @@ class NodeContainer:
         status = state.get("Status", "") if isinstance(state, Mapping) else str(state or "")
         return cls(
             id=str(info.get("Id") or ""),
-            names=list(names),
+            names=tuple(names),
             image=str(config.get("Image") or info.get("Image") or ""),
             labels=labels,
             state=status,
             host_config=hc,
-            config_exposed_ports=list(config.get("ExposedPorts") or ()),
+            config_exposed_ports=tuple(config.get("ExposedPorts") or ()),
             network_ports=(info.get("NetworkSettings") or {}).get("Ports") or {},
             cpus=container_cpus(hc, engine_cpus),
             memory=int(hc.get("Memory") or 0),
@@ -180,7 +180,11 @@ class ContainerRefs:
 
 @dataclass(eq=False)
 class Node:
-    """One engine as the scheduler sees it; totals already include overcommit."""
+    """One engine as the scheduler sees it; totals already include overcommit.
+
+    A snapshot: never changed once handed to the scheduler (a changed engine gets a new
+    Node), which is what lets the scheduler keep rankings between decisions.
+    """
 
     id: str
     name: str

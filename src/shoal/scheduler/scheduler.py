@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from shoal.scheduler.errors import (
@@ -17,13 +18,23 @@ from shoal.scheduler.errors import (
 )
 from shoal.scheduler.filters import DEFAULT_FILTERS, Filter, make_filters
 from shoal.scheduler.node import Node
+from shoal.scheduler.ranking import KeptRankings, resources_only
 from shoal.scheduler.request import PlacementRequest
 from shoal.scheduler.strategies import DEFAULT_STRATEGY, make_strategy
 from shoal.telemetry import NO_TELEMETRY, SchedulerTelemetry
 
+#: (sign, health factor) of the strategies whose rankings can be kept between decisions.
+_KEPT_STRATEGIES: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {"spread": (1, -10), "binpack": (-1, 10)}
+)
+
 
 class Scheduler:
-    """Pure placement logic: no I/O, no locking (the caller serialises decisions)."""
+    """Pure placement logic: no I/O, no locking (the caller serialises decisions).
+
+    Node views passed in must be snapshots (a changed node is a new object): the
+    rankings of resources-only requests are kept between decisions on that basis.
+    """
 
     def __init__(
         self,
@@ -32,10 +43,18 @@ class Scheduler:
         *,
         rng: random.Random | None = None,
         telemetry: SchedulerTelemetry = NO_TELEMETRY,
+        keep_rankings: bool = True,
     ) -> None:
         self._filters: list[Filter] = make_filters(tuple(filters))
         self._strategy = make_strategy(strategy, rng)
         self._telemetry = telemetry
+        self._kept: KeptRankings | None = None
+        weights = _KEPT_STRATEGIES.get(self._strategy.name)
+        if weights is not None and keep_rankings:
+            names = self.filter_names
+            self._kept = KeptRankings(
+                *weights, health="health" in names, slots="containerslots" in names
+            )
 
     @property
     def filter_names(self) -> list[str]:
@@ -45,15 +64,19 @@ class Scheduler:
     def strategy_name(self) -> str:
         return self._strategy.name
 
-    def select(self, config: Mapping[str, Any], nodes: Sequence[Node]) -> list[Node]:
+    def select(
+        self, config: Mapping[str, Any], nodes: Sequence[Node], *, limit: int | None = None
+    ) -> list[Node]:
         """Nodes that can take `config`, best first, or SchedulerError.
 
         Pass 1 enforces soft (`~`) rules; on any failure pass 2 ignores them and its
-        outcome is final. Each call is one decision for the telemetry.
+        outcome is final. `limit` keeps only the first nodes of the ranking (a create
+        tries one, or a few with retries), which spares ordering the rest. Each call is one
+        decision for the telemetry.
         """
         started = time.perf_counter()
         try:
-            ranked = self._select_passes(config, nodes)
+            ranked = self._select_passes(config, nodes, limit)
         except SchedulerError as err:
             self._telemetry.scheduled(time.perf_counter() - started, err.reason)
             raise
@@ -63,17 +86,25 @@ class Scheduler:
         self._telemetry.scheduled(time.perf_counter() - started, None)
         return ranked
 
-    def _select_passes(self, config: Mapping[str, Any], nodes: Sequence[Node]) -> list[Node]:
+    def _select_passes(
+        self, config: Mapping[str, Any], nodes: Sequence[Node], limit: int | None
+    ) -> list[Node]:
         req = PlacementRequest.from_config(config)
+        if self._kept is not None and resources_only(req):
+            ranked = self._kept.rank(req.cpus, req.memory, nodes, limit)
+            if ranked is not None:
+                return ranked
         try:
-            return self._select(req, nodes, soft=True)
+            return self._select(req, nodes, soft=True, limit=limit)
         except SchedulerError:
             if not req.has_soft_rules():
                 raise
-        return self._select(req, nodes, soft=False)
+        return self._select(req, nodes, soft=False, limit=limit)
 
-    def _select(self, req: PlacementRequest, nodes: Sequence[Node], soft: bool) -> list[Node]:
-        candidates = list(nodes)
+    def _select(
+        self, req: PlacementRequest, nodes: Sequence[Node], soft: bool, limit: int | None
+    ) -> list[Node]:
+        candidates: Sequence[Node] = nodes
         for i, f in enumerate(self._filters):
             try:
                 candidates = f.apply(req, candidates, soft)
@@ -85,7 +116,7 @@ class Scheduler:
                 ) from err
         if not candidates:
             raise SchedulerError(NO_NODES)
-        return self._strategy.rank(req, candidates)
+        return self._strategy.rank(req, candidates, limit)
 
     def _conditions(self, req: PlacementRequest, failed: int) -> str:
         """One `\\n[...]` line per filter up to the failed one, in Go's %v slice form."""

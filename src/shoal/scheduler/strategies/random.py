@@ -18,7 +18,7 @@ class RandomStrategy(Strategy):
     def __init__(self, rng: _random.Random | None = None) -> None:
         self._rng = rng if rng is not None else _random.Random()
 
-    def rank(self, req: Request, nodes: Sequence[Node]) -> list[Node]:
+    def rank(self, req: Request, nodes: Sequence[Node], limit: int | None = None) -> list[Node]:
         out = list(nodes)
-        self._rng.shuffle(out)
-        return out
+        self._rng.shuffle(out)  # whole: the generator advances as without a limit
+        return out if limit is None else out[:limit]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from shoal.scheduler.node import Node
 from shoal.scheduler.request import Request
-from shoal.scheduler.strategies.base import Strategy, weigh
+from shoal.scheduler.strategies.base import Strategy, best, weigh
 
 
 class SpreadStrategy(Strategy):
@@ -14,7 +14,7 @@ class SpreadStrategy(Strategy):
 
     name = "spread"
 
-    def rank(self, req: Request, nodes: Sequence[Node]) -> list[Node]:
+    def rank(self, req: Request, nodes: Sequence[Node], limit: int | None = None) -> list[Node]:
         weighted = weigh(req, nodes, health_factor=-10)
-        order = sorted((w, len(n.containers), i) for i, (w, n) in enumerate(weighted))
-        return [weighted[i][1] for _, _, i in order]
+        keys = [(w, len(n.containers), i) for i, (w, n) in enumerate(weighted)]
+        return [weighted[i][1] for _, _, i in best(keys, limit)]

@@ -1,0 +1,210 @@
+"""The scheduler's views of the cluster's engines, kept current one engine at a time.
+
+A create must not rebuild a thousand views to place one container: each engine's
+`Node` is rebuilt only when that engine reported a change (`touch`), from per-container
+parts made when each container changed (so a rebuild reads one new inspect, not all),
+the list of views is kept between creates, and a pending create is overlaid on its one
+node. Engines do not report health-counter or identity changes, so every read compares
+one small tuple per engine (C-speed list equality) to notice them; nothing else is walked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import TYPE_CHECKING
+
+from shoal.cluster.engine_state import EngineState
+from shoal.scheduler.node import Node, NodeContainer, NodeImage
+
+if TYPE_CHECKING:
+    from shoal.cluster.engine import Engine
+    from shoal.cluster.records import Container, EngineSpecs
+
+#: What engines do not report when it changes: membership, and per engine its state,
+#: health counter and specs. Lists of existing objects (no object made per engine: at
+#: a thousand engines, per-engine tuples cost more in garbage collection than to compare).
+Marks = tuple[list["Engine"], list[EngineState], list[int], list["EngineSpecs"]]
+
+_STATE = attrgetter("state")
+_FAILURES = attrgetter("failure_count")
+_SPECS = attrgetter("specs")
+
+
+def build_node(engine: Engine) -> Node:
+    """An engine's view from scratch: the reference every kept view must equal."""
+    cpus = engine.specs.cpus or 1
+    return engine_node(
+        engine, [NodeContainer.from_inspect(c.inspect, cpus) for c in engine.containers.values()]
+    )
+
+
+def engine_node(engine: Engine, containers: list[NodeContainer]) -> Node:
+    """ENGINE's view around its containers' records."""
+    return Node(
+        id=engine.id,
+        name=engine.name,
+        addr=engine.addr,
+        labels=dict(engine.specs.labels),
+        health=engine.health_indicator,
+        total_cpus=engine.total_cpus,
+        total_memory=engine.total_memory,
+        containers=containers,
+        images=[
+            NodeImage(id=i.id, repo_tags=i.repo_tags, repo_digests=i.repo_digests)
+            for i in engine.images
+        ],
+    )
+
+
+@dataclass(slots=True)
+class _Part:
+    """A container's scheduler record, valid while the cache holds this very object."""
+
+    container: Container
+    engine_cpus: int
+    node_container: NodeContainer
+
+
+@dataclass(slots=True)
+class _Built:
+    generation: int
+    specs: EngineSpecs
+    node: Node
+
+
+class NodeViews:
+    """One `Node` per active (validated) engine, in the cluster's engine order."""
+
+    def __init__(self) -> None:
+        #: Bumped by `touch`: an engine's containers or images changed.
+        self._generation: dict[Engine, int] = {}
+        self._built: dict[Engine, _Built] = {}
+        self._marks: Marks = ([], [], [], [])
+        self._nodes: list[Node] = []
+        self._position: dict[Engine, int] = {}
+        self._active: tuple[Engine, ...] = ()
+        self._by_id: dict[str, Engine] = {}
+        self._dirty: set[Engine] = set()
+        #: engine -> container ID -> its record, made when the container changed.
+        self._parts: dict[Engine, dict[str, _Part]] = {}
+
+    def touch(self, engine: Engine) -> None:
+        """ENGINE's cache changed: its view is rebuilt at the next read, no other."""
+        self._generation[engine] = self._generation.get(engine, 0) + 1
+        self._dirty.add(engine)
+
+    def container_changed(
+        self, engine: Engine, old: Container | None, new: Container | None
+    ) -> None:
+        """Make NEW's record now (one inspect read), so the next rebuild only gathers."""
+        self.touch(engine)
+        parts = self._parts.setdefault(engine, {})
+        if new is None:
+            if old is not None:
+                parts.pop(old.id, None)
+            return
+        cpus = engine.specs.cpus or 1
+        parts[new.id] = _Part(new, cpus, NodeContainer.from_inspect(new.inspect, cpus))
+
+    def nodes(
+        self,
+        engines: Iterable[Engine],
+        pending: Mapping[Engine, Sequence[NodeContainer]] | None = None,
+    ) -> list[Node]:
+        """The views of ENGINES (the cluster's, in order), PENDING creates overlaid.
+
+        The list returned is the caller's: later changes never alter it.
+        """
+        self._sync(engines)
+        out = list(self._nodes)
+        for engine, extra in (pending or {}).items():
+            i = self._position.get(engine)
+            if i is not None and extra:
+                out[i] = out[i].with_containers(*extra)
+        return out
+
+    def active(self) -> Sequence[Engine]:
+        """The engines the views are of (the active ones, as of the last `nodes`)."""
+        return self._active
+
+    def engine(self, node_id: str) -> Engine | None:
+        """The active engine a view belongs to (as of the last `nodes`)."""
+        return self._by_id.get(node_id)
+
+    def _sync(self, engines: Iterable[Engine]) -> None:
+        listed = list(engines)
+        marks = (
+            listed, list(map(_STATE, listed)), list(map(_FAILURES, listed)),
+            list(map(_SPECS, listed)),
+        )
+        if marks != self._marks:
+            self._resync(marks)
+        elif self._dirty:
+            nodes = self._nodes
+            for engine in self._dirty:
+                i = self._position.get(engine)
+                if i is not None:
+                    if nodes is self._nodes:
+                        nodes = list(nodes)  # copy on write: handed-out lists stay as they were
+                    nodes[i] = self._view(engine)
+            self._nodes = nodes
+        self._dirty.clear()
+
+    def _resync(self, marks: Marks) -> None:
+        """Engines joined, left, or changed state, health or specs: redo the list (not
+        the views of engines whose caches did not change)."""
+        nodes: list[Node] = []
+        position: dict[Engine, int] = {}
+        by_id: dict[str, Engine] = {}
+        for engine, state in zip(marks[0], marks[1], strict=True):
+            if state is EngineState.PENDING:
+                continue
+            position[engine] = len(nodes)
+            node = self._view(engine)
+            by_id.setdefault(node.id, engine)
+            nodes.append(node)
+        present = set(marks[0])
+        for gone in [e for e in self._built if e not in present]:
+            del self._built[gone]
+        for gone in [e for e in self._generation if e not in present]:
+            del self._generation[gone]
+        for gone in [e for e in self._parts if e not in present]:
+            del self._parts[gone]
+        self._marks, self._nodes, self._position, self._by_id = marks, nodes, position, by_id
+        self._active = tuple(position)
+
+    def _view(self, engine: Engine) -> Node:
+        """ENGINE's view: kept if nothing it was built from changed, re-healthed if only
+        the health indicator did, else built again."""
+        generation = self._generation.get(engine, 0)
+        built = self._built.get(engine)
+        if built is None or built.generation != generation or built.specs is not engine.specs:
+            built = _Built(generation, engine.specs, self._build(engine))
+            self._built[engine] = built
+        else:
+            health = engine.health_indicator
+            if built.node.health != health:
+                built.node = dataclasses.replace(built.node, health=health)
+        return built.node
+
+    def _build(self, engine: Engine) -> Node:
+        """`build_node`, reusing each container's record while it is still current."""
+        cpus = engine.specs.cpus or 1
+        parts = self._parts.setdefault(engine, {})
+        containers: list[NodeContainer] = []
+        for cid, container in engine.containers.items():
+            part = parts.get(cid)
+            if part is None or part.container is not container or part.engine_cpus != cpus:
+                part = _Part(container, cpus, NodeContainer.from_inspect(container.inspect, cpus))
+                parts[cid] = part
+            containers.append(part.node_container)
+        if len(parts) > len(containers):  # records of containers gone unannounced
+            for cid in [c for c in parts if c not in engine.containers]:
+                del parts[cid]
+        return engine_node(engine, containers)
+
+
+__all__ = ["NodeViews", "build_node"]
