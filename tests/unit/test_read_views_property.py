@@ -119,7 +119,7 @@ def apply(w: World, op: tuple[Any, ...]) -> None:
         engine.restore_container(Container(doc, engine_cpus=engine.specs.cpus))
     elif kind == "copy" and existing:
         # A container moved here while its old node was down: two copies of one swarm ID.
-        src_engine, src = existing[op[2] % len(existing)]
+        _, src = existing[op[2] % len(existing)]
         doc = inspect_doc(w, src.name.lstrip("/"), "running", src.swarm_id or "", {},
                           w.now)  # fmt: skip
         engine.restore_container(Container(doc, engine_cpus=engine.specs.cpus))

@@ -97,12 +97,13 @@ class Slot:
     running: bool
     #: (-created, ID): newest first, the ID breaking ties so the order is total.
     key: tuple[float, str] = (0.0, "")
-    #: Encoded list entry around its Status (`,{...,"Status":` and `,...}`), for `rendered`.
-    head: bytes = b""
-    tail: bytes = b""
+    #: The encoded list entry (`,{...}`, for the engine name in `rendered`), where its
+    #: Status starts, how many bytes follow the Status, and when the Status goes stale
+    #: ("Up 5 minutes" until minute 6).
+    entry: bytes = b""
+    status_start: int = 0
+    tail_len: int = 0
     rendered: tuple[str, str] | None = None
-    #: The encoded Status and the time it goes stale ("Up 5 minutes" until minute 6).
-    status: bytes = b""
     status_until: float = -math.inf
 
 

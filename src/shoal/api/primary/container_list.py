@@ -190,24 +190,34 @@ def match_list_filters(
 
 
 def encode_entry(slot: Slot, now: float) -> None:
-    """The slot's entry encoded around its Status, for the engine's current name."""
-    view = slot.view
+    """The slot's entry encoded for the engine's current name, its Status left to fill in."""
     entry = list_entry(slot.placed, now)
     del entry["Status"]
     after = {k: entry.pop(k) for k in AFTER_STATUS}
-    slot.head = b"," + dumps(entry)[:-1] + b',"Status":'
-    slot.tail = b"," + dumps(after)[1:]
-    slot.rendered = view.render
+    head = b"," + dumps(entry)[:-1] + b',"Status":'
+    tail = b"," + dumps(after)[1:]
+    slot.entry = head + b'""' + tail
+    slot.status_start = len(head)
+    slot.tail_len = len(tail)
+    slot.rendered = slot.view.render
     slot.status_until = -1.0
 
 
-def slot_status(slot: Slot, now: float) -> bytes:
-    """The encoded Status, worked out again only once the cached one is stale."""
+def with_status(slot: Slot, status: bytes) -> bytes:
+    """The slot's encoded entry with another encoded Status spliced in."""
+    entry = slot.entry
+    return entry[: slot.status_start] + status + entry[len(entry) - slot.tail_len :]
+
+
+def fresh_entry(slot: Slot, now: float) -> bytes:
+    """The slot's entry with a current Status, re-encoded only where it went stale."""
+    if slot.rendered is not slot.view.render:
+        encode_entry(slot, now)
     if now >= slot.status_until:
         state = slot.placed.container.state
-        slot.status = dumps(container_status(state, now))
+        slot.entry = with_status(slot, dumps(container_status(state, now)))
         slot.status_until = status_stale_at(state, now)
-    return slot.status
+    return slot.entry
 
 
 def join_entries(slots: list[Slot], now: float) -> bytes:
@@ -216,11 +226,14 @@ def join_entries(slots: list[Slot], now: float) -> bytes:
     append = parts.append
     for slot in slots:
         view = slot.view
-        if slot.rendered is not view.render:
-            encode_entry(slot, now)
-        append(slot.head)
-        append(slot_status(slot, now) if view.healthy else HOST_DOWN)
-        append(slot.tail)
+        if not view.healthy:
+            if slot.rendered is not view.render:
+                encode_entry(slot, now)
+            append(with_status(slot, HOST_DOWN))
+        elif slot.rendered is view.render and now < slot.status_until:
+            append(slot.entry)
+        else:
+            append(fresh_entry(slot, now))
     if len(parts) > 1:
         parts[1] = parts[1][1:]  # the first entry's leading comma
     parts.append(b"]\n")
