@@ -68,6 +68,8 @@ class EngineView:
     block_key: tuple[object, ...] | None = None
     block: bytes = b""
     sort_key: list[Any] = field(default_factory=list)
+    #: (total CPUs, total memory), read with the block (both follow the specs).
+    capacity: tuple[int, int] = (0, 0)
     #: The engine's image list as last counted, and the reader's count of it.
     images_seen: object = None
     image_keys: tuple[str, ...] = ()

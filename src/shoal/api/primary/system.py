@@ -210,22 +210,23 @@ def info_body(ctx: ApiContext) -> bytes:
         engine = view.engine
         state = engine.state
         totals = view.totals()
-        if state is not EngineState.PENDING:
-            containers += totals.total
-            running += totals.running
-            paused += totals.paused
-            cpus += engine.total_cpus
-            memory += engine.total_memory
-            if view.images_seen is not engine.images:
-                view.images_seen = engine.images
-                view.image_keys = image_keys(engine)
-            per_engine_images.append(view.image_keys)
-        key = (totals, view.generation, state, engine.error, engine.updated_at, engine.specs)
+        key = (totals, state, engine.error, engine.updated_at, engine.specs)
         if view.block_key != key:
             view.block = dumps(engine_status_lines(engine, totals))[1:-1]
             view.block_key = key
             view.sort_key = natural_key(engine.name)
+            view.capacity = (engine.total_cpus, engine.total_memory)
         blocks.append((view.sort_key, view.block))
+        if state is not EngineState.PENDING:
+            containers += totals.total
+            running += totals.running
+            paused += totals.paused
+            cpus += view.capacity[0]
+            memory += view.capacity[1]
+            if view.images_seen is not engine.images:
+                view.images_seen = engine.images
+                view.image_keys = image_keys(engine)
+            per_engine_images.append(view.image_keys)
     blocks.sort(key=lambda b: b[0])
     totals_now = InfoTotals(
         containers, running, paused, count_images(per_engine_images), cpus, memory
