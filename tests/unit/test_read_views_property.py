@@ -220,7 +220,7 @@ ops = st.one_of(
 )  # fmt: skip
 
 
-async def run_sequence(sequence: list[tuple[Any, ...]]) -> None:
+async def run_sequence(sequence: list[tuple[Any, ...]], *, read_every: int = 1) -> None:
     settings_ = EngineSettings()
     cluster = Cluster(settings_, Scheduler(), EventBus())
     engines = []
@@ -236,9 +236,12 @@ async def run_sequence(sequence: list[tuple[Any, ...]]) -> None:
     ctx = ApiContext(cluster, filters=["health"])
     try:
         await check(w, ctx)
-        for op in sequence:
-            apply(w, op)
-            await check(w, ctx)
+        for i, op in enumerate(sequence, 1):
+            if op[0] != "read":
+                apply(w, op)
+            if op[0] == "read" or (read_every and i % read_every == 0):
+                await check(w, ctx)
+        await check(w, ctx)
         # An engine leaving takes its containers out of every answer.
         await cluster.remove_engine(cluster.all_engines()[0].address.entry)
         await check(w, ctx)
@@ -258,3 +261,12 @@ def test_a_long_history_patches_the_order_and_rebuilds_it() -> None:
     many = [("create", i, i % 6, "running" if i % 3 else "exited", i % 2 == 0) for i in range(80)]
     few = [("die", 0, 5, 1), ("start", 1, 7), ("destroy", 2, 3), ("tick", 0, 61.0)]
     asyncio.run(run_sequence([*many, *few]))
+
+
+def test_changes_nobody_read_are_dropped_and_the_order_sorted_afresh() -> None:
+    """More changes than containers between two reads: the pending ones are forgotten (no
+    unbounded backlog when nobody lists) and the next read sorts every slot."""
+    churn: list[tuple[Any, ...]] = [("create", i, i % 6, "running", False) for i in range(400)]
+    churn.append(("read",))
+    churn += [op for i in range(500) for op in (("die", 0, i, 1), ("start", 0, i + 7))]
+    asyncio.run(run_sequence(churn, read_every=0))

@@ -122,6 +122,8 @@ class ReadViews:
     _keys: list[tuple[float, str]] = field(default_factory=list)
     _added: list[Slot] = field(default_factory=list)
     _removed: list[Slot] = field(default_factory=list)
+    #: Set when the pending changes outgrew the order: the next read sorts afresh.
+    _rebuild: bool = False
 
     # -- changes (called by the cluster) ------------------------------------------
     def container_changed(
@@ -133,6 +135,9 @@ class ReadViews:
             self._remove(engine, old)
         if new is not None:
             self._add(view, new)
+        if len(self._added) + len(self._removed) > 2 * len(self._slots) + 64:
+            # Nobody read the list for a while: forget the changes, sort on the next read.
+            self._added, self._removed, self._rebuild = [], [], True
 
     def engine_removed(self, engine: Engine) -> None:
         """The engine left the cluster: its containers leave the views with it."""
@@ -185,10 +190,11 @@ class ReadViews:
     def ordered(self) -> list[Slot]:
         """Every slot, newest first (hidden copies included: see `hidden`)."""
         added, removed = self._added, self._removed
-        if not added and not removed:
+        if not added and not removed and not self._rebuild:
             return self._order
         self._added, self._removed = [], []
-        if len(added) + len(removed) > len(self._order) // REBUILD_FRACTION + 32:
+        if self._rebuild or len(added) + len(removed) > len(self._order) // REBUILD_FRACTION + 32:
+            self._rebuild = False
             slots = list(self._slots.values())
             for slot in slots:
                 if not slot.key[1]:
