@@ -25,6 +25,7 @@ from shoal.cluster.names import NameReservations, check_free, name_key
 from shoal.cluster.nodes import NodeViews
 from shoal.cluster.records import SWARM_ID_LABEL, Container, normalize_ref
 from shoal.cluster.resources import pin_to_local_resources
+from shoal.cluster.views import ReadViews
 from shoal.discovery.base import Discovery, DiscoveryError
 from shoal.scheduler.node import Node, NodeContainer
 from shoal.scheduler.scheduler import Scheduler
@@ -59,6 +60,8 @@ class Cluster:
     discovery_error: str = ""
     #: Bumped whenever an engine joins, leaves or changes health: keys derived caches.
     health_epoch: int = 0
+    #: What `/info` and the container list answer from; told of every cache change.
+    views: ReadViews = field(default_factory=ReadViews)
     #: discovery entry -> engine.
     _engines: dict[str, Engine] = field(default_factory=dict)
     _index: ContainerIndex = field(default_factory=ContainerIndex)
@@ -118,6 +121,7 @@ class Cluster:
         await engine.stop()
         for cid in list(engine.containers):
             self._index.remove(engine, engine.containers[cid])
+        self.views.engine_removed(engine)
         if was_healthy:
             self._publish_swarm_event(engine, "engine_disconnect")
             self._notify_state(engine, "engine_disconnect")
@@ -198,6 +202,7 @@ class Cluster:
             self._index.remove(engine, old)
         if new is not None:
             self._index.add(Placed(engine, new))
+        self.views.container_changed(engine, old, new)
 
     def engine_event(self, engine: Engine, event: dict[str, Any]) -> None:
         self.bus.publish(decorate_event(event, engine))

@@ -85,6 +85,36 @@ def container_status(state: dict[str, Any], now: float) -> str:
     return ""
 
 
+def duration_stale_at(seconds: float) -> float:
+    """The elapsed time at which `human_duration(seconds)` may first read differently."""
+    if seconds < 1:
+        return 1.0
+    if seconds < 60:
+        return float(int(seconds) + 1)
+    minutes = int(seconds / 60)
+    if minutes < 60:
+        return float((minutes + 1) * 60)
+    return (round(seconds / 3600) + 0.5) * 3600
+
+
+def status_stale_at(state: dict[str, Any], now: float) -> float:
+    """Until when `container_status(state, now)` stays what it is now: lists keep the
+    encoded Status and rework it only then, not for every container on every request."""
+    status = state.get("Status", "")
+    if status == "running" or state.get("Running"):
+        key = "FinishedAt" if state.get("Restarting") else "StartedAt"
+    elif status == "restarting":
+        key = "FinishedAt"
+    elif status in ("removing", "dead", "created"):
+        return math.inf
+    elif status == "exited" or parse_docker_time(state.get("FinishedAt")):
+        key = "FinishedAt"
+    else:
+        return math.inf
+    ref = parse_docker_time(state.get(key))
+    return ref + duration_stale_at(now - ref)
+
+
 def bytes_size(n: float) -> str:
     """go-units BytesSize ("20 MiB", "2.053 GiB"), as classic Swarm prints reservations."""
     units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]

@@ -1,5 +1,10 @@
 """`GET /containers/json`: the cluster's containers from the cache, filtered as an engine
-filters them, plus classic Swarm's `node` filter and node-prefixed names."""
+filters them, plus classic Swarm's `node` filter and node-prefixed names.
+
+Answers are joined from entries encoded once per container change (`ReadViews` slots),
+in an order kept sorted as containers come and go; only a Status that went stale ("Up 5
+minutes" at minute 6) is worked out again.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,21 @@ from typing import Any
 
 from shoal.api.http import HTTPError, Request, Response, json_response
 from shoal.api.primary.context import ApiContext, Params
+from shoal.api.primary.encoding import dumps
 from shoal.api.primary.filters import match_labels, parse_filters, regex_search
+from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
 from shoal.cluster.errors import EngineFailure
 from shoal.cluster.index import Placed
+from shoal.cluster.records import container_status, status_stale_at
+from shoal.cluster.views import Slot
 
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 UNSPECIFIED_IPS = ("", "0.0.0.0", "::")
 HEALTH_STATES = ("starting", "healthy", "unhealthy", "none")
+HOST_DOWN = dumps("Host Down")
+#: Keys of a list entry after its Status (encoded apart, so Status can be spliced in).
+AFTER_STATUS = ("HostConfig", "NetworkSettings", "Mounts")
 #: Filter keys of `GET /containers/json`: the engine's, plus classic Swarm's `node`.
 PS_FILTERS = frozenset(
     {
@@ -177,6 +189,68 @@ def match_list_filters(
     return all(_matches_one(placed, k, v, refs, ancestors) for k, v in filters.items())
 
 
+def encode_entry(slot: Slot, now: float) -> None:
+    """The slot's entry encoded for the engine's current name, its Status left to fill in."""
+    entry = list_entry(slot.placed, now)
+    del entry["Status"]
+    after = {k: entry.pop(k) for k in AFTER_STATUS}
+    head = b"," + dumps(entry)[:-1] + b',"Status":'
+    tail = b"," + dumps(after)[1:]
+    slot.entry = head + b'""' + tail
+    slot.status_start = len(head)
+    slot.tail_len = len(tail)
+    slot.rendered = slot.view.render
+    slot.status_until = -1.0
+
+
+def with_status(slot: Slot, status: bytes) -> bytes:
+    """The slot's encoded entry with another encoded Status spliced in."""
+    entry = slot.entry
+    return entry[: slot.status_start] + status + entry[len(entry) - slot.tail_len :]
+
+
+def fresh_entry(slot: Slot, now: float) -> bytes:
+    """The slot's entry with a current Status, re-encoded only where it went stale."""
+    if slot.rendered is not slot.view.render:
+        encode_entry(slot, now)
+    if now >= slot.status_until:
+        state = slot.placed.container.state
+        slot.entry = with_status(slot, dumps(container_status(state, now)))
+        slot.status_until = status_stale_at(state, now)
+    return slot.entry
+
+
+def join_entries(slots: list[Slot], now: float) -> bytes:
+    """The JSON array of `slots`' entries, from their encoded pieces."""
+    parts: list[bytes] = [b"["]
+    append = parts.append
+    for slot in slots:
+        view = slot.view
+        if not view.healthy:
+            if slot.rendered is not view.render:
+                encode_entry(slot, now)
+            append(with_status(slot, HOST_DOWN))
+        elif slot.rendered is view.render and now < slot.status_until:
+            append(slot.entry)
+        else:
+            append(fresh_entry(slot, now))
+    if len(parts) > 1:
+        parts[1] = parts[1][1:]  # the first entry's leading comma
+    parts.append(b"]\n")
+    return b"".join(parts)
+
+
+def visible_slots(cluster: Cluster) -> list[Slot]:
+    """`Cluster.containers()` newest first, from the kept order."""
+    views = cluster.views
+    views.engine_views(cluster.all_engines())
+    order = views.ordered()
+    hidden = views.hidden()
+    if not hidden:
+        return order
+    return [s for s in order if id(s) not in hidden]
+
+
 async def list_containers(ctx: ApiContext, request: Request, params: Params) -> Response:
     cluster = ctx.cluster
     filters = parse_filters(request.arg("filters"))
@@ -197,20 +271,19 @@ async def list_containers(ctx: ApiContext, request: Request, params: Params) -> 
     ancestors = None
     if "ancestor" in filters:
         ancestors = {id(e): ancestor_ids(e, filters["ancestor"]) for e in cluster.active_engines()}
-    chosen = [
-        p
-        for p in cluster.containers()
-        if (show_all or (p.container.running and p.engine.healthy))
-        and match_list_filters(p, filters, refs, ancestors)
-    ]
-    chosen.sort(key=lambda p: p.container.created, reverse=True)
+    chosen = visible_slots(cluster)
+    if not show_all:
+        chosen = [s for s in chosen if s.running and s.view.healthy]
+    if filters:
+        chosen = [s for s in chosen if match_list_filters(s.placed, filters, refs, ancestors)]
     if limit > 0:
         chosen = chosen[:limit]
     now = time.time()
-    out = [list_entry(p, now) for p in chosen]
-    if request.flag("size") and out:
-        await add_sizes(chosen, out)
-    return json_response(out)
+    if request.flag("size") and chosen:
+        out = [list_entry(s.placed, now) for s in chosen]
+        await add_sizes([s.placed for s in chosen], out)
+        return json_response(out)
+    return Response(200, join_entries(chosen, now), [])
 
 
 async def add_sizes(chosen: list[Placed], out: list[dict[str, Any]]) -> None:

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from shoal.api.http import Hijack, HTTPError, Request, Response, StreamResponse, json_response
 from shoal.api.primary.container_list import public_bindings
 from shoal.api.primary.context import ApiContext, Params
+from shoal.api.primary.encoding import dumps
 from shoal.api.primary.fanout import Policy, fan_out, healthy_engines, merge_prune
 from shoal.api.primary.filters import query_args
 from shoal.api.primary.proxy import (
@@ -40,7 +41,7 @@ async def inspect_container(
             for port, bindings in settings["Ports"].items()
         }
         data["NetworkSettings"] = settings
-    return json_response(data)
+    return Response(200, dumps(data) + b"\n", [])
 
 
 async def start_container(ctx: ApiContext, request: Request, params: Params) -> Response:

@@ -6,18 +6,21 @@ import os
 import platform
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from shoal import __version__
 from shoal.api.http import Request, Response, json_response
 from shoal.api.primary.context import ApiContext, Params
+from shoal.api.primary.encoding import dumps
 from shoal.api.primary.fanout import Policy, fan_out, healthy_engines
 from shoal.api.primary.filters import query_args
 from shoal.api.primary.image_list import add_counts
 from shoal.cluster.engine import Engine, EngineState
 from shoal.cluster.records import bytes_size
+from shoal.cluster.views import NodeTotals
 
 SERVER_VERSION = f"shoal/{__version__}"
 
@@ -40,19 +43,19 @@ def natural_key(text: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def engine_status_lines(engine: Engine) -> list[list[str]]:
+def engine_status_lines(engine: Engine, totals: NodeTotals | None = None) -> list[list[str]]:
     """The indented per-node block of classic Swarm's `docker info` ."""
-    containers = list(engine.containers.values())
-    total = len(containers)
+    if totals is None:
+        totals = NodeTotals.of(engine.containers.values())
+    total = totals.total
     if engine.healthy:
-        running = sum(1 for c in containers if c.running and not c.state.get("Paused"))
-        paused = sum(1 for c in containers if c.state.get("Paused"))
+        running, paused = totals.running, totals.paused
         stopped = total - running - paused
         count = f"{total} ({running} Running, {paused} Paused, {stopped} Stopped)"
     else:
         count = str(total)
-    used_cpus = sum(c.reserved_cpus for c in containers)
-    used_memory = sum(c.reserved_memory for c in containers)
+    used_cpus = totals.reserved_cpus
+    used_memory = totals.reserved_memory
     labels = ", ".join(f"{k}={v}" for k, v in sorted(engine.specs.labels.items()))
     lines = [
         [f" {engine.name}", engine.addr],
@@ -74,8 +77,8 @@ def engine_status_lines(engine: Engine) -> list[list[str]]:
     return lines
 
 
-def system_status(ctx: ApiContext, engines: list[Engine]) -> list[list[str]]:
-    """Classic Swarm's `SystemStatus` pairs: role, strategy, filters, then one block a node."""
+def status_header(ctx: ApiContext, nodes: int) -> list[list[str]]:
+    """Classic Swarm's `SystemStatus` pairs before the node blocks."""
     role, primary = ctx.role()
     status: list[list[str]] = [["Role", role]]
     if primary:
@@ -83,37 +86,77 @@ def system_status(ctx: ApiContext, engines: list[Engine]) -> list[list[str]]:
     status += [
         ["Strategy", ctx.strategy],
         ["Filters", ", ".join(ctx.filters)],
-        ["Nodes", str(len(engines))],
+        ["Nodes", str(nodes)],
     ]
     if ctx.cluster.discovery_error:
         status.append(["Discovery Error", ctx.cluster.discovery_error])
+    return status
+
+
+def system_status(ctx: ApiContext, engines: list[Engine]) -> list[list[str]]:
+    """Classic Swarm's `SystemStatus` pairs: role, strategy, filters, then one block a node."""
+    status = status_header(ctx, len(engines))
     for engine in sorted(engines, key=lambda e: natural_key(e.name)):
         status += engine_status_lines(engine)
     return status
 
 
+def count_images(per_engine: Iterable[tuple[str, ...]]) -> int:
+    """`Images` from what `image_keys` gives for each active engine."""
+    return sum(len(keys) for keys in per_engine)
+
+
+def image_keys(engine: Engine) -> tuple[str, ...]:
+    """The images of one engine that `/info` counts."""
+    return tuple(i.id for i in engine.images if i.repo_tags or i.repo_digests)
+
+
 def build_info(ctx: ApiContext) -> dict[str, Any]:
+    """`/info` worked out from scratch: what `info_body` must always agree with."""
     cluster = ctx.cluster
     engines = [e for e in cluster.all_engines() if e.state is not EngineState.DISCONNECTED]
     active = [e for e in engines if e.state is not EngineState.PENDING]
     containers = [c for e in active for c in e.containers.values()]
     running = sum(1 for c in containers if c.running and not c.state.get("Paused"))
     paused = sum(1 for c in containers if c.state.get("Paused"))
-    status = system_status(ctx, engines)
-    images = sum(
-        1 for e in active for i in e.images if i.repo_tags or i.repo_digests
+    totals = InfoTotals(
+        containers=len(containers),
+        running=running,
+        paused=paused,
+        images=count_images(image_keys(e) for e in active),
+        cpus=sum(e.total_cpus for e in active),
+        memory=sum(e.total_memory for e in active),
     )
+    head, tail = info_fields(ctx, totals)
+    return {**head, "SystemStatus": system_status(ctx, engines), **tail}
+
+
+@dataclass(slots=True)
+class InfoTotals:
+    """The cluster-wide figures of `/info`."""
+
+    containers: int
+    running: int
+    paused: int
+    images: int
+    cpus: int
+    memory: int
+
+
+def info_fields(ctx: ApiContext, totals: InfoTotals) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`/info` before and after `SystemStatus` (the per-node part, rendered apart)."""
     uname = platform.uname()
-    return {
+    head = {
         "ID": "",
-        "Containers": len(containers),
-        "ContainersRunning": running,
-        "ContainersPaused": paused,
-        "ContainersStopped": len(containers) - running - paused,
-        "Images": images,
+        "Containers": totals.containers,
+        "ContainersRunning": totals.running,
+        "ContainersPaused": totals.paused,
+        "ContainersStopped": totals.containers - totals.running - totals.paused,
+        "Images": totals.images,
         "Driver": "",
         "DriverStatus": None,
-        "SystemStatus": status,
+    }
+    tail = {
         "Plugins": {"Volume": None, "Network": None, "Authorization": None, "Log": None},
         "MemoryLimit": True,
         "SwapLimit": True,
@@ -131,14 +174,14 @@ def build_info(ctx: ApiContext) -> dict[str, Any]:
         "SystemTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "LoggingDriver": "",
         "CgroupDriver": "",
-        "NEventsListener": cluster.bus.listeners,
+        "NEventsListener": ctx.cluster.bus.listeners,
         "KernelVersion": uname.release or "<unknown>",
         "OperatingSystem": "linux",
         "OSType": "linux",
         "Architecture": uname.machine,
         "IndexServerAddress": "",
-        "NCPU": sum(e.total_cpus for e in active),
-        "MemTotal": sum(e.total_memory for e in active),
+        "NCPU": totals.cpus,
+        "MemTotal": totals.memory,
         "DockerRootDir": "",
         "HttpProxy": os.environ.get("http_proxy", ""),
         "HttpsProxy": os.environ.get("https_proxy", ""),
@@ -151,6 +194,51 @@ def build_info(ctx: ApiContext) -> dict[str, Any]:
         "SecurityOptions": None,
         "Warnings": None,
     }
+    return head, tail
+
+
+def info_body(ctx: ApiContext) -> bytes:
+    """`/info` from the kept views: each node's block and totals are reworked only when
+    that engine changed, and the answer is joined from the encoded pieces."""
+    cluster = ctx.cluster
+    engines = [e for e in cluster.all_engines() if e.state is not EngineState.DISCONNECTED]
+    views = cluster.views.engine_views(engines)
+    containers = running = paused = cpus = memory = 0
+    per_engine_images: list[tuple[str, ...]] = []
+    blocks: list[tuple[list[Any], bytes]] = []
+    for view in views:
+        engine = view.engine
+        state = engine.state
+        totals = view.totals()
+        key = (totals, state, engine.error, engine.updated_at, engine.specs)
+        if view.block_key != key:
+            view.block = dumps(engine_status_lines(engine, totals))[1:-1]
+            view.block_key = key
+            view.sort_key = natural_key(engine.name)
+            view.capacity = (engine.total_cpus, engine.total_memory)
+        blocks.append((view.sort_key, view.block))
+        if state is not EngineState.PENDING:
+            containers += totals.total
+            running += totals.running
+            paused += totals.paused
+            cpus += view.capacity[0]
+            memory += view.capacity[1]
+            if view.images_seen is not engine.images:
+                view.images_seen = engine.images
+                view.image_keys = image_keys(engine)
+            per_engine_images.append(view.image_keys)
+    blocks.sort(key=lambda b: b[0])
+    totals_now = InfoTotals(
+        containers, running, paused, count_images(per_engine_images), cpus, memory
+    )
+    head, tail = info_fields(ctx, totals_now)
+    status = dumps(status_header(ctx, len(engines)))
+    parts = [dumps(head)[:-1], b',"SystemStatus":', status[:-1]]
+    for _, block in blocks:
+        parts.append(b",")
+        parts.append(block)
+    parts += [b"],", dumps(tail)[1:], b"\n"]
+    return b"".join(parts)
 
 
 def build_version(ctx: ApiContext) -> dict[str, Any]:
@@ -179,7 +267,7 @@ async def version(ctx: ApiContext, request: Request, params: Params) -> Response
 
 
 async def info(ctx: ApiContext, request: Request, params: Params) -> Response:
-    return json_response(build_info(ctx))
+    return Response(200, info_body(ctx), [])
 
 
 async def system_df(ctx: ApiContext, request: Request, params: Params) -> Response:
