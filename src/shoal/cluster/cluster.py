@@ -16,8 +16,14 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.cluster.client import EngineAddress, EngineClient, json_objects
+from shoal.cluster.client import (
+    EngineAddress,
+    EngineClient,
+    json_objects,
+    raise_open_files_limit,
+)
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
+from shoal.cluster.engine_cache import INSPECT_CONCURRENCY
 from shoal.cluster.errors import Conflict, EngineError, EngineFailure, NotFound
 from shoal.cluster.events import EventBus
 from shoal.cluster.index import ContainerIndex, Placed
@@ -74,10 +80,15 @@ class Cluster:
     _generation: dict[int, int] = field(default_factory=dict)
     _node_cache: dict[int, NodeCache] = field(default_factory=dict)
     _schedule_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Background inspects in flight, cluster-wide (adoption, reconciliation).
+    _inspect_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(INSPECT_CONCURRENCY)
+    )
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     # -- discovery ----------------------------------------------------------------
     def watch(self, discovery: Discovery) -> None:
+        raise_open_files_limit()
         task = asyncio.create_task(self._watch(discovery), name="discovery watch")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -107,10 +118,17 @@ class Cluster:
             log.error("%s", exc)
             return None
         client = EngineClient(address, self.ssl_context)
-        engine = Engine(address, client, self.settings, self)
+        engine = Engine(address, client, self.settings, self, inspect_slots=self._inspect_slots)
         self._engines[entry] = engine
         engine.start()
         return engine
+
+    async def inspects_done(self) -> None:
+        """Until every healthy engine's containers carry their full inspect: adoption
+        caches list entries first, and scheduling needs reservations from inspects."""
+        waiting = [e.inspects_done() for e in self._engines.values() if e.listed and e.healthy]
+        if waiting:
+            await asyncio.gather(*waiting)
 
     async def remove_engine(self, entry: str) -> None:
         engine = self._engines.pop(entry, None)
@@ -348,6 +366,7 @@ class Cluster:
         self, config: dict[str, Any], name: str | None, auth: str | None
     ) -> Placed:
         """Schedule, then create on the first ranked node, trying the next on failure."""
+        await self.inspects_done()
         async with self._schedule_lock:
             if name:
                 taken = self.name_taken(name)

@@ -18,11 +18,16 @@ from typing import Any
 
 import aiohttp
 
-from shoal.cluster.client import EngineAddress, EngineClient, connection_error_text
-from shoal.cluster.engine_cache import EngineCache
+from shoal.cluster.client import (
+    READ_TIMEOUT,
+    EngineAddress,
+    EngineClient,
+    connection_error_text,
+)
+from shoal.cluster.engine_cache import INSPECT_CONCURRENCY, EngineCache
 from shoal.cluster.engine_events import EventMonitor
 from shoal.cluster.engine_state import EngineListener, EngineSettings, EngineState
-from shoal.cluster.errors import EngineConnectionError, EngineError, EngineFailure
+from shoal.cluster.errors import EngineConnectionError, EngineError, EngineFailure, NotFound
 from shoal.cluster.passthrough import RawPool, RawResponse
 from shoal.cluster.records import EngineSpecs, parse_docker_time
 
@@ -32,6 +37,9 @@ log = logging.getLogger(__name__)
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=None)
 
 SPECS_MAX_AGE = 300.0
+#: Every this many refresh rounds the cache is reconciled with full lists; the rounds
+#: between are a probe only (the event stream keeps the cache current meanwhile).
+RECONCILE_EVERY = 4
 
 
 class Engine(EngineCache):
@@ -45,10 +53,11 @@ class Engine(EngineCache):
         listener: EngineListener,
         *,
         clock: Callable[[], float] = time.time,
+        inspect_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.address = address
         self.client = client
-        self.raw = RawPool(client)
+        self.raw: RawPool = client.raw
         self.settings = settings
         self.listener = listener
         self.clock = clock
@@ -60,6 +69,9 @@ class Engine(EngineCache):
         self.failure_count = 0
         self.ip = address.host or "127.0.0.1"
         self._init_cache()
+        #: Shared by the cluster's engines: bounds background inspects cluster-wide.
+        self.inspect_slots = inspect_slots or asyncio.Semaphore(INSPECT_CONCURRENCY)
+        self._filler: asyncio.Task[None] | None = None
         self.monitor = EventMonitor(self)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -174,8 +186,11 @@ class Engine(EngineCache):
                 f"{self.addr} is a Docker Engine, not a Swarm manager"
             )
         self.monitor.last_nano = int(self.clock() * 1e9)
-        await self.remove_duplicates(newer_only=True)
-        await self.refresh_all()
+        listing = await self.remove_duplicates(newer_only=True)
+        # Healthy once the list is in: full inspects follow in the background
+        # (`fill_inspects`), the list entries serving until each arrives.
+        await self.refresh_containers(listing)
+        await self.refresh_images()
         duplicate = self.listener.engine_validated(self)
         if duplicate:
             raise ValueError(duplicate)
@@ -184,8 +199,37 @@ class Engine(EngineCache):
         self.error = ""
         log.info("Registered Engine %s at %s", self.name, self.addr)
         self.listener.engine_state_changed(self, "engine_connect")
+        self._spawn(self._complete_adoption(), f"adopt {self.address.entry}")
+
+    async def _complete_adoption(self) -> None:
+        """What Healthy did not wait for: networks, volumes, then the full inspects."""
+        try:
+            await self.refresh_networks()
+            await self.refresh_volumes()
+        except EngineFailure as exc:
+            log.debug("first refresh of %s failed: %s", self.name, exc)
+        self._inspects_wanted()
+
+    def _inspects_wanted(self) -> None:
+        if self.listed and (self._filler is None or self._filler.done()):
+            self._filler = self._spawn(self.fill_inspects(), f"inspects {self.address.entry}")
+
+    async def inspects_done(self) -> None:
+        """Wait until no cached container is a list entry only (scheduling reads the
+        reservations of every container)."""
+        while self.listed and self.state is not EngineState.PENDING:
+            filler = self._filler
+            if filler is None or filler.done():
+                for cid in list(self.listed):
+                    container = self.containers.get(cid)
+                    if container is not None:
+                        with contextlib.suppress(EngineFailure, NotFound):
+                            await self.inspected(container)
+                return
+            await asyncio.wait({filler})
 
     async def _refresh_loop(self) -> None:
+        rounds = 0
         while True:
             backoff = min(max(self.failure_count - self.settings.failure_retry, 0), 1000)
             spread = max(self.settings.refresh_max - self.settings.refresh_min, 0.0)
@@ -196,15 +240,25 @@ class Engine(EngineCache):
             if self.state is EngineState.UNHEALTHY:
                 await self.recover()
                 continue
+            rounds += 1
             try:
-                if (
-                    not self.healthy
-                    or self.clock() - self.specs_at > SPECS_MAX_AGE
-                ):
-                    await self.update_specs()
-                await self.refresh_all()
+                await self.refresh_once(reconcile=rounds % RECONCILE_EVERY == 0)
             except EngineFailure as exc:
                 log.debug("refresh of %s failed: %s", self.name, exc)
+
+    async def refresh_once(self, *, reconcile: bool) -> None:
+        """One round of the refresh loop: the health check, then (every few rounds) a
+        reconciliation, which costs one list call per kind when nothing changed."""
+        if not self.healthy or self.clock() - self.specs_at > SPECS_MAX_AGE:
+            await self.update_specs()
+        elif not reconcile:
+            await self.probe()
+        if reconcile:
+            await self.refresh_all()
+
+    async def probe(self) -> None:
+        """The cheapest call that proves the engine answers (`/_ping`)."""
+        await self.get("/_ping", versioned=False)
 
     # -- health -----------------------------------------------------------------
     def record_success(self) -> None:
@@ -238,8 +292,11 @@ class Engine(EngineCache):
         try:
             await self.update_specs()
             self._answering = True
-            await self.remove_duplicates(newer_only=False)
-            await self.refresh_all()
+            listing = await self.remove_duplicates(newer_only=False)
+            await self.refresh_containers(listing)
+            await self.refresh_images()
+            await self.refresh_networks()
+            await self.refresh_volumes()
         except (EngineFailure, ValueError) as exc:
             log.debug("engine %s is not back yet: %s", self.addr, exc)
             return
@@ -253,14 +310,16 @@ class Engine(EngineCache):
         self.listener.engine_state_changed(self, "engine_reconnect")
         self.wake()
 
-    async def remove_duplicates(self, *, newer_only: bool) -> None:
-        """Remove local copies of containers whose swarm ID another engine runs.
+    async def remove_duplicates(self, *, newer_only: bool) -> list[dict[str, Any]]:
+        """Remove local copies of containers whose swarm ID another engine runs; the
+        listing without them.
 
         Read from a light listing, before the cache is refreshed, so a stale copy is
         never cached (nor listed) beside the live one.
         """
-        listing = await self.call("GET", "/containers/json", params={"all": "1"}, timeout=30.0)
-        for cid in self.listener.duplicate_copies(self, listing or [], newer_only=newer_only):
+        listing = await self.list_containers()
+        removed: set[str] = set()
+        for cid in self.listener.duplicate_copies(self, listing, newer_only=newer_only):
             try:
                 await self.call(
                     "DELETE", f"/containers/{cid}", params={"force": "1", "v": "1"}
@@ -272,6 +331,8 @@ class Engine(EngineCache):
                     continue
             log.info("Removed duplicate container %s from %s", cid, self.name)
             self.forget_container(cid)
+            removed.add(cid)
+        return [item for item in listing if item.get("Id") not in removed]
 
     def record_failure(self, error: str) -> None:
         self.failure_count += 1
@@ -293,6 +354,23 @@ class Engine(EngineCache):
         """An engine call whose outcome feeds the health counters."""
         try:
             result = await self.client.call(method, path, **kwargs)
+        except EngineConnectionError as exc:
+            self.record_failure(str(exc))
+            raise
+        self._answered()
+        return result
+
+    async def get(
+        self,
+        path: str,
+        params: dict[str, str] | None = None,
+        *,
+        versioned: bool = True,
+        timeout: float = READ_TIMEOUT,
+    ) -> Any:
+        """A cheap JSON read (`EngineClient.get`) whose outcome feeds the health counters."""
+        try:
+            result = await self.client.get(path, params, versioned=versioned, timeout=timeout)
         except EngineConnectionError as exc:
             self.record_failure(str(exc))
             raise
@@ -359,9 +437,9 @@ class Engine(EngineCache):
 
     # -- specs ------------------------------------------------------------------
     async def update_specs(self) -> None:
-        version = await self.call("GET", "/version", versioned=False)
+        version = await self.get("/version", versioned=False)
         self.client.set_api_version(str(version.get("ApiVersion", "")))
-        info = await self.call("GET", "/info")
+        info = await self.get("/info")
         specs = EngineSpecs(
             daemon_id=str(info.get("ID", "")),
             name=str(info.get("Name", "")),
