@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
+import orjson
 
 from shoal.cluster.errors import EngineConnectionError, EngineError
 from shoal.cluster.passthrough import RawPool
@@ -190,12 +191,7 @@ class EngineClient:
             raise EngineConnectionError(connection_error_text(self.address, exc)) from exc
         if status >= 400:
             raise EngineError(status, error_message(raw, status))
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw.decode(errors="replace")
+        return decode_body(raw)
 
     async def stream_lines(
         self, path: str, params: Mapping[str, str] | None = None
@@ -259,6 +255,27 @@ async def json_objects(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, 
                 yield obj
     if buffer.strip():
         yield {"stream": buffer}
+
+
+def decode_body(raw: bytes) -> Any:
+    """An engine's answer: JSON when it is an object or array, else text (`/_ping`'s OK).
+
+    orjson decodes several times faster than `json`, and shares the strings of object keys
+    between documents: tens of thousands of cached inspects hold one copy of each key.
+    """
+    if not raw:
+        return None
+    if raw[:1] not in (b"{", b"["):
+        raw = raw.strip()
+        if raw[:1] not in (b"{", b"["):
+            return raw.decode(errors="replace")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(raw)  # what orjson refuses (integers past 64 bits)
+        except ValueError:
+            return raw.decode(errors="replace")
 
 
 def error_message(raw: bytes, status: int) -> str:

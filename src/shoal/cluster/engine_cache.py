@@ -7,6 +7,7 @@ of each container that appears, changes or goes, and of each new image list.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -52,7 +53,10 @@ class ListedContainer(Container):
 
 def primary_name(names: list[str]) -> str:
     """The container's own name among a list entry's names (link aliases have two slashes)."""
-    return next((n for n in names if n.count("/") == 1), names[0] if names else "")
+    for name in names:
+        if name.count("/") == 1:
+            return name
+    return names[0] if names else ""
 
 
 def listed_container(item: dict[str, Any], engine_cpus: int) -> ListedContainer:
@@ -60,13 +64,13 @@ def listed_container(item: dict[str, Any], engine_cpus: int) -> ListedContainer:
     state = str(item.get("State") or "")
     created = item.get("Created")
     stamp = (
-        datetime.fromtimestamp(int(created), UTC).isoformat().replace("+00:00", "Z")
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
         if isinstance(created, int | float)
         else ""
     )
     inspect: dict[str, Any] = {
         "Id": item["Id"],
-        "Name": primary_name([str(n) for n in item.get("Names") or []]),
+        "Name": primary_name(item.get("Names") or []),
         "Created": stamp,
         "Image": item.get("ImageID", ""),
         "State": {
