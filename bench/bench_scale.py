@@ -63,12 +63,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int, field_name: str = "VmHWM") -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field_name + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 @dataclass
@@ -357,6 +361,9 @@ async def run_size(n: int, args: argparse.Namespace) -> Report:
                 async with profiler.phase("adopt"):
                     await wait_adopted(session, base, log_path, n, args.containers, started,
                                        args.adopt_timeout, report)
+                report.add("manager after adoption: RSS, peak, fds",
+                           f"{peak_rss_mb(manager.pid, 'VmRSS'):.0f} MB, "
+                           f"{peak_rss_mb(manager.pid):.0f} MB, {open_fds(manager.pid):,}")
                 listing = await get_json(session, base + "/containers/json?all=1")
                 report.add("ps -a entries", f"{len(listing):,}")
                 picks = random.Random(1).sample(listing, min(200, len(listing)))

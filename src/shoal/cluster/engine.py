@@ -235,8 +235,12 @@ class Engine(EngineCache):
             spread = max(self.settings.refresh_max - self.settings.refresh_min, 0.0)
             delay = self.settings.refresh_min * (1 + backoff) + random.random() * spread
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            # A timer that sets the event: no wait_for task per round, for thousands of engines.
+            timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                timer.cancel()
             if self.state is EngineState.UNHEALTHY:
                 await self.recover()
                 continue
