@@ -273,7 +273,7 @@ def decode_body(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         try:
-            return json.loads(raw)  # what orjson refuses (integers past 64 bits)
+            return json.loads(raw)  # what orjson refuses
         except ValueError:
             return raw.decode(errors="replace")
 
