@@ -15,7 +15,12 @@ import pytest_asyncio
 from shoal.cluster.client import EngineAddress, EngineClient, decode_body
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
-from shoal.cluster.engine_cache import ListedContainer, listed_container, primary_name
+from shoal.cluster.engine_cache import (
+    InspectQueue,
+    ListedContainer,
+    listed_container,
+    primary_name,
+)
 from shoal.cluster.events import EventBus
 from shoal.cluster.passthrough import RawPool
 from shoal.scheduler.scheduler import Scheduler
@@ -159,7 +164,7 @@ async def test_inspect_on_demand_gets_the_full_document(cluster: Cluster) -> Non
 
 
 async def test_background_inspects_are_bounded_cluster_wide(cluster: Cluster) -> None:
-    cluster._inspect_slots = asyncio.Semaphore(3)
+    cluster._inspect_slots = InspectQueue(3)
     probe = Probe()
     engines = [
         add(cluster, f"node-{e}", [inspect_doc(e * 100 + i) for i in range(6)], probe)
@@ -236,3 +241,21 @@ def test_decode_body() -> None:
         "u": 2**64 - 1, "i": -(2**63)
     }
     assert decode_body(b"{not json") == "{not json"
+
+
+async def test_inspects_wait_while_an_engine_is_being_adopted() -> None:
+    queue = InspectQueue(2)
+    queue.adoption_started()
+    entered = asyncio.Event()
+
+    async def inspect() -> None:
+        async with queue:
+            entered.set()
+
+    task = asyncio.create_task(inspect())
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not entered.is_set()
+    queue.adoption_ended()
+    await asyncio.wait_for(task, 1)
+    assert entered.is_set()

@@ -23,7 +23,7 @@ from shoal.cluster.client import (
     raise_open_files_limit,
 )
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
-from shoal.cluster.engine_cache import INSPECT_CONCURRENCY
+from shoal.cluster.engine_cache import InspectQueue
 from shoal.cluster.errors import Conflict, EngineError, EngineFailure, NotFound
 from shoal.cluster.events import EventBus
 from shoal.cluster.index import ContainerIndex, Placed
@@ -81,9 +81,7 @@ class Cluster:
     _node_cache: dict[int, NodeCache] = field(default_factory=dict)
     _schedule_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: Background inspects in flight, cluster-wide (adoption, reconciliation).
-    _inspect_slots: asyncio.Semaphore = field(
-        default_factory=lambda: asyncio.Semaphore(INSPECT_CONCURRENCY)
-    )
+    _inspect_slots: InspectQueue = field(default_factory=InspectQueue)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     # -- discovery ----------------------------------------------------------------

@@ -24,7 +24,7 @@ from shoal.cluster.client import (
     EngineClient,
     connection_error_text,
 )
-from shoal.cluster.engine_cache import INSPECT_CONCURRENCY, EngineCache
+from shoal.cluster.engine_cache import EngineCache, InspectQueue
 from shoal.cluster.engine_events import EventMonitor
 from shoal.cluster.engine_state import EngineListener, EngineSettings, EngineState
 from shoal.cluster.errors import EngineConnectionError, EngineError, EngineFailure, NotFound
@@ -53,7 +53,7 @@ class Engine(EngineCache):
         listener: EngineListener,
         *,
         clock: Callable[[], float] = time.time,
-        inspect_slots: asyncio.Semaphore | None = None,
+        inspect_slots: InspectQueue | None = None,
     ) -> None:
         self.address = address
         self.client = client
@@ -70,7 +70,7 @@ class Engine(EngineCache):
         self.ip = address.host or "127.0.0.1"
         self._init_cache()
         #: Shared by the cluster's engines: bounds background inspects cluster-wide.
-        self.inspect_slots = inspect_slots or asyncio.Semaphore(INSPECT_CONCURRENCY)
+        self.inspect_slots = inspect_slots or InspectQueue()
         self._filler: asyncio.Task[None] | None = None
         self.monitor = EventMonitor(self)
         self._wake = asyncio.Event()
@@ -168,7 +168,14 @@ class Engine(EngineCache):
         attempt = 0
         while True:
             try:
-                await self._validate()
+                if attempt:
+                    await self._validate()
+                else:
+                    self.inspect_slots.adoption_started()
+                    try:
+                        await self._validate()
+                    finally:
+                        self.inspect_slots.adoption_ended()
                 return
             except (EngineFailure, ValueError) as exc:
                 attempt += 1

@@ -35,6 +35,35 @@ SUMMARY_KEYS = (
 )  # fmt: skip
 
 
+class InspectQueue:
+    """The cluster's background inspects: at most `limit` in flight, and none while an
+    engine is in its first validation, so adopting the last engines does not compete
+    (for the manager's CPU and the engines') with inspecting the first ones."""
+
+    def __init__(self, limit: int = INSPECT_CONCURRENCY) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._adopting = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    def adoption_started(self) -> None:
+        self._adopting += 1
+        self._quiet.clear()
+
+    def adoption_ended(self) -> None:
+        self._adopting -= 1
+        if self._adopting <= 0:
+            self._adopting = 0
+            self._quiet.set()
+
+    async def __aenter__(self) -> None:
+        await self._quiet.wait()
+        await self._slots.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._slots.release()
+
+
 @dataclass(slots=True)
 class ListedContainer(Container):
     """A container known from its engine's list only, until its full inspect arrives.
@@ -97,7 +126,7 @@ class EngineCache:
     image_index: ImageIndex
     networks: dict[str, Network]
     volumes: dict[str, Volume]
-    inspect_slots: asyncio.Semaphore
+    inspect_slots: InspectQueue
     #: IDs of the cached containers that are list entries still waiting for their inspect.
     listed: set[str]
 
