@@ -204,6 +204,20 @@ def count_registered(log_path: str) -> int:
         return f.read().count("Registered Engine")
 
 
+async def wait_logged(log_path: str, text: str, started: float,
+                      timeout: float) -> float | None:
+    """Seconds from `started` until the manager logs TEXT (None past the timeout)."""
+    def logged() -> bool:
+        with open(log_path, errors="replace") as f:
+            return text in f.read()
+
+    while time.monotonic() < started + timeout:
+        if await asyncio.to_thread(logged):
+            return time.monotonic() - started
+        await asyncio.sleep(0.2)
+    return None
+
+
 async def wait_adopted(session: aiohttp.ClientSession, url: str, log_path: str, n: int, k: int,
                        started: float, timeout: float, report: Report) -> None:
     """All Healthy, from the manager's "Registered Engine" log lines (polling `/info` would
@@ -361,6 +375,11 @@ async def run_size(n: int, args: argparse.Namespace) -> Report:
                 async with profiler.phase("adopt"):
                     await wait_adopted(session, base, log_path, n, args.containers, started,
                                        args.adopt_timeout, report)
+                inspected = await wait_logged(
+                    log_path, "Every adopted container inspected", started,
+                    args.adopt_timeout if args.containers else 0.0)
+                report.add("every container inspected after start",
+                           f"{inspected:.1f} s" if inspected is not None else "not logged")
                 report.add("manager after adoption: RSS, peak, fds",
                            f"{peak_rss_mb(manager.pid, 'VmRSS'):.0f} MB, "
                            f"{peak_rss_mb(manager.pid):.0f} MB, {open_fds(manager.pid):,}")

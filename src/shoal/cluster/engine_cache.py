@@ -7,6 +7,7 @@ of each container that appears, changes or goes, and of each new image list.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ from shoal.cluster.records import (
 #: semaphore shared by every engine): bounds the manager's connections and CPU bursts.
 INSPECT_CONCURRENCY = 32
 
+log = logging.getLogger(__name__)
+
 #: The `GET /containers/json` keys `Container.summary` gives, in its order.
 SUMMARY_KEYS = (
     "Id", "Names", "Image", "ImageID", "Command", "Created", "Ports", "Labels", "State",
@@ -45,6 +48,16 @@ class InspectQueue:
         self._adopting = 0
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self._filling = 0
+        self._announced = False
+
+    def filling(self, delta: int) -> None:
+        """An engine's background inspects began (+1) or ended (-1); the first time none
+        are left after adoption is logged, as the end of adoption."""
+        self._filling += delta
+        if self._filling <= 0 and not self._adopting and not self._announced:
+            self._announced = True
+            log.info("Every adopted container inspected")
 
     def adoption_started(self) -> None:
         self._adopting += 1
@@ -204,17 +217,21 @@ class EngineCache:
         cluster-wide bound. An entry the engine will not inspect stays listed (it is
         fetched again on demand or after the next reconciliation)."""
         failed: set[str] = set()
-        while pending := self.listed - failed:
-            cid = next(iter(pending))
-            async with self.inspect_slots:
-                if cid not in self.listed:
-                    continue
-                try:
-                    await self.refresh_container(cid)
-                except EngineError:
-                    failed.add(cid)
-                except EngineFailure:
-                    return  # unreachable: the next reconciliation or recovery restarts this
+        self.inspect_slots.filling(+1)
+        try:
+            while pending := self.listed - failed:
+                cid = next(iter(pending))
+                async with self.inspect_slots:
+                    if cid not in self.listed:
+                        continue
+                    try:
+                        await self.refresh_container(cid)
+                    except EngineError:
+                        failed.add(cid)
+                    except EngineFailure:
+                        return  # unreachable: the next reconciliation or recovery restarts it
+        finally:
+            self.inspect_slots.filling(-1)
 
     async def inspected(self, container: Container) -> Container:
         """CONTAINER with its full inspect: a list entry is inspected now, ahead of the
