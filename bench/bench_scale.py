@@ -344,7 +344,10 @@ async def creates(session: aiohttp.ClientSession, base: str, clients: int, total
 
     cpu0 = cpu_seconds(pid)
     wall0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(clients)))
+    try:
+        await asyncio.gather(*(worker() for _ in range(clients)))
+    except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+        raise PhaseTimeout(f"create+start x{clients} ({type(exc).__name__}: {exc})") from exc
     wall = time.perf_counter() - wall0
     if not samples:
         raise PhaseTimeout(f"create+start x{clients}")
