@@ -160,8 +160,14 @@ class Engine(EngineCache):
 
     async def _run(self) -> None:
         await self._validate_until_done()
-        self._spawn(self.monitor.run(), f"events {self.address.entry}")
+        self._spawn(self._follow_events(), f"events {self.address.entry}")
         await self._refresh_loop()
+
+    async def _follow_events(self) -> None:
+        """The event stream, opened once the cluster's first validations are done (so
+        thousands of streams do not slow adoption); `since` replays what came meanwhile."""
+        await self.inspect_slots.quiet()
+        await self.monitor.run()
 
     async def _validate_until_done(self) -> None:
         """Pending engines are retried with backoff until they answer like an engine."""

@@ -7,6 +7,7 @@ of each container that appears, changes or goes, and of each new image list.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ from shoal.cluster.records import (
 #: semaphore shared by every engine): bounds the manager's connections and CPU bursts.
 INSPECT_CONCURRENCY = 32
 
+#: The longest background work waits for the first validations to be done.
+QUIET_MAX_WAIT = 20.0
+
 log = logging.getLogger(__name__)
 
 #: The `GET /containers/json` keys `Container.summary` gives, in its order.
@@ -41,7 +45,8 @@ SUMMARY_KEYS = (
 class InspectQueue:
     """The cluster's background inspects: at most `limit` in flight, and none while an
     engine is in its first validation, so adopting the last engines does not compete
-    (for the manager's CPU and the engines') with inspecting the first ones."""
+    (for the manager's CPU and the engines') with inspecting the first ones. Event
+    streams wait for the same moment (`quiet`)."""
 
     def __init__(self, limit: int = INSPECT_CONCURRENCY) -> None:
         self._slots = asyncio.Semaphore(limit)
@@ -69,8 +74,14 @@ class InspectQueue:
             self._adopting = 0
             self._quiet.set()
 
+    async def quiet(self) -> None:
+        """Until no engine is in its first validation (a hung one holds nobody long)."""
+        if not self._quiet.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), QUIET_MAX_WAIT)
+
     async def __aenter__(self) -> None:
-        await self._quiet.wait()
+        await self.quiet()
         await self._slots.acquire()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -122,8 +133,8 @@ def listed_container(item: dict[str, Any], engine_cpus: int) -> ListedContainer:
             "Restarting": state == "restarting",
         },
         "Config": {"Image": item.get("Image", ""), "Labels": item.get("Labels") or {}},
-        "HostConfig": dict(item.get("HostConfig") or {}),
-        "NetworkSettings": dict(item.get("NetworkSettings") or {}),
+        "HostConfig": item.get("HostConfig") or {},
+        "NetworkSettings": item.get("NetworkSettings") or {},
         "Mounts": item.get("Mounts") or [],
     }
     return ListedContainer(inspect, engine_cpus, item)
