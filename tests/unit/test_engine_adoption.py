@@ -259,3 +259,22 @@ async def test_inspects_wait_while_an_engine_is_being_adopted() -> None:
     queue.adoption_ended()
     await asyncio.wait_for(task, 1)
     assert entered.is_set()
+
+
+async def test_a_daemon_id_seen_twice_is_refused(cluster: Cluster) -> None:
+    probe = Probe()
+    probe.gate.set()
+    first = add(cluster, "node-0", [], probe)
+    await first._validate()
+    twin = add(cluster, "node-0", [], probe)  # same daemon ID, another address
+    try:
+        await twin._validate()
+    except ValueError as exc:
+        assert "ID duplicated" in str(exc)
+    else:
+        raise AssertionError("a second engine with the same daemon ID was accepted")
+    assert twin.state is EngineState.PENDING
+    # Once the first is gone, the ID is free again.
+    await cluster.remove_engine(first.address.entry)
+    await twin._validate()
+    assert twin.state is EngineState.HEALTHY

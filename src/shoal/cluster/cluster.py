@@ -82,6 +82,9 @@ class Cluster:
     _schedule_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: Background inspects in flight, cluster-wide (adoption, reconciliation).
     _inspect_slots: InspectQueue = field(default_factory=InspectQueue)
+    #: daemon ID -> engines that were validated with it (checked again on use: an ID
+    #: can change), so validating N engines is not N x N comparisons.
+    _by_daemon: dict[str, list[Engine]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     # -- discovery ----------------------------------------------------------------
@@ -132,6 +135,11 @@ class Cluster:
         engine = self._engines.pop(entry, None)
         if engine is None:
             return
+        same = self._by_daemon.get(engine.specs.daemon_id)
+        if same is not None and engine in same:
+            same.remove(engine)
+            if not same:
+                del self._by_daemon[engine.specs.daemon_id]
         self.health_epoch += 1
         was_healthy = engine.healthy
         await engine.stop()
@@ -153,8 +161,16 @@ class Cluster:
 
     # -- engine listener ----------------------------------------------------------
     def engine_validated(self, engine: Engine) -> str | None:
-        for other in self._engines.values():
-            if other is engine or other.specs.daemon_id != engine.specs.daemon_id:
+        daemon_id = engine.specs.daemon_id
+        same = [
+            e for e in self._by_daemon.get(daemon_id, ())
+            if e.specs.daemon_id == daemon_id and self._engines.get(e.address.entry) is e
+        ]
+        if engine not in same:
+            same.append(engine)
+        self._by_daemon[daemon_id] = same
+        for other in same:
+            if other is engine:
                 continue
             if other.state is EngineState.PENDING:
                 continue
