@@ -1,9 +1,10 @@
 """One dockerd as the cluster sees it: health, identity, and a cache kept current by events.
 
-An engine owns two background tasks once it is validated: the refresh loop (periodic
-full refresh, jittered so a thousand engines are not polled at once) and the event
-monitor (the engine's `/events` stream, resumed with `since` after a break so no
-event is lost). Both are cancelled by `stop()`.
+An engine is Healthy once its specs and container list are in; full inspects follow in
+the background. It owns its background tasks once validated: the refresh loop (a probe
+each round and a reconciliation every few, jittered so a thousand engines are not polled
+at once), the event monitor (the engine's `/events` stream, resumed with `since` after a
+break so no event is lost) and the background inspects. All are cancelled by `stop()`.
 """
 
 from __future__ import annotations
