@@ -63,12 +63,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int, field_name: str = "VmHWM") -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field_name + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 @dataclass
@@ -200,8 +204,22 @@ def count_registered(log_path: str) -> int:
         return f.read().count("Registered Engine")
 
 
+async def wait_logged(log_path: str, text: str, started: float,
+                      timeout: float) -> float | None:
+    """Seconds from `started` until the manager logs TEXT (None past the timeout)."""
+    def logged() -> bool:
+        with open(log_path, errors="replace") as f:
+            return text in f.read()
+
+    while time.monotonic() < started + timeout:
+        if await asyncio.to_thread(logged):
+            return time.monotonic() - started
+        await asyncio.sleep(0.2)
+    return None
+
+
 async def wait_adopted(session: aiohttp.ClientSession, url: str, log_path: str, n: int, k: int,
-                       started: float, timeout: float, report: Report) -> None:
+                       started: float, timeout: float, report: Report, pid: int) -> None:
     """All Healthy, from the manager's "Registered Engine" log lines (polling `/info` would
     load the very manager being timed), then every container cached, from `/info`."""
     deadline = started + timeout
@@ -211,6 +229,8 @@ async def wait_adopted(session: aiohttp.ClientSession, url: str, log_path: str, 
         registered = await asyncio.to_thread(count_registered, log_path)
         if registered >= n:
             healthy_at = time.monotonic() - started
+            # CPU, unlike wall time, does not depend on what else shares the cores.
+            report.add("manager CPU until all Healthy", f"{cpu_seconds(pid):.1f} s")
         else:
             await asyncio.sleep(0.1)
     while time.monotonic() < deadline:
@@ -326,7 +346,10 @@ async def creates(session: aiohttp.ClientSession, base: str, clients: int, total
 
     cpu0 = cpu_seconds(pid)
     wall0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(clients)))
+    try:
+        await asyncio.gather(*(worker() for _ in range(clients)))
+    except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+        raise PhaseTimeout(f"create+start x{clients} ({type(exc).__name__}: {exc})") from exc
     wall = time.perf_counter() - wall0
     if not samples:
         raise PhaseTimeout(f"create+start x{clients}")
@@ -356,7 +379,17 @@ async def run_size(n: int, args: argparse.Namespace) -> Report:
             try:
                 async with profiler.phase("adopt"):
                     await wait_adopted(session, base, log_path, n, args.containers, started,
-                                       args.adopt_timeout, report)
+                                       args.adopt_timeout, report, manager.pid)
+                inspected = await wait_logged(
+                    log_path, "Every adopted container inspected", started,
+                    args.adopt_timeout if args.containers else 0.0)
+                report.add("every container inspected after start",
+                           f"{inspected:.1f} s" if inspected is not None else "not logged")
+                report.add("manager CPU until every container inspected",
+                           f"{cpu_seconds(manager.pid):.1f} s")
+                report.add("manager after adoption: RSS, peak, fds",
+                           f"{peak_rss_mb(manager.pid, 'VmRSS'):.0f} MB, "
+                           f"{peak_rss_mb(manager.pid):.0f} MB, {open_fds(manager.pid):,}")
                 listing = await get_json(session, base + "/containers/json?all=1")
                 report.add("ps -a entries", f"{len(listing):,}")
                 picks = random.Random(1).sample(listing, min(200, len(listing)))

@@ -21,6 +21,7 @@ from shoal.cluster.client import (
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
 from shoal.cluster.events import EventBus
+from shoal.cluster.passthrough import RawPool
 from shoal.cluster.records import SWARM_ID_LABEL, Container, EngineSpecs
 from shoal.cluster.watchdog import Watchdog, plain_link, recreate_config, wants_reschedule
 from shoal.scheduler.labels import CONSTRAINTS_LABEL, RESCHEDULE_LABEL
@@ -71,6 +72,12 @@ class FakeClient:
         self.containers: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.create_gate: asyncio.Event | None = None
+        self.raw = RawPool(cast(EngineClient, self))
+
+    async def get(
+        self, path: str, params: Mapping[str, str] | None = None, **_: Any
+    ) -> Any:
+        return await self.call("GET", path, params=params)
 
     def set_api_version(self, version: str) -> None:
         pass

@@ -16,8 +16,14 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.cluster.client import EngineAddress, EngineClient, json_objects
+from shoal.cluster.client import (
+    EngineAddress,
+    EngineClient,
+    json_objects,
+    raise_open_files_limit,
+)
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
+from shoal.cluster.engine_cache import InspectQueue
 from shoal.cluster.errors import Conflict, EngineError, EngineFailure, NotFound
 from shoal.cluster.events import EventBus
 from shoal.cluster.index import ContainerIndex, Placed
@@ -74,10 +80,16 @@ class Cluster:
     _execs: dict[str, str] = field(default_factory=dict)
     _views: NodeViews = field(default_factory=NodeViews)
     _schedule_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Background inspects in flight, cluster-wide (adoption, reconciliation).
+    _inspect_slots: InspectQueue = field(default_factory=InspectQueue)
+    #: daemon ID -> engines that were validated with it (checked again on use: an ID
+    #: can change), so validating N engines is not N x N comparisons.
+    _by_daemon: dict[str, list[Engine]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     # -- discovery ----------------------------------------------------------------
     def watch(self, discovery: Discovery) -> None:
+        raise_open_files_limit()
         task = asyncio.create_task(self._watch(discovery), name="discovery watch")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -107,15 +119,27 @@ class Cluster:
             log.error("%s", exc)
             return None
         client = EngineClient(address, self.ssl_context)
-        engine = Engine(address, client, self.settings, self)
+        engine = Engine(address, client, self.settings, self, inspect_slots=self._inspect_slots)
         self._engines[entry] = engine
         engine.start()
         return engine
+
+    async def inspects_done(self) -> None:
+        """Until every healthy engine's containers carry their full inspect: adoption
+        caches list entries first, and scheduling needs reservations from inspects."""
+        waiting = [e.inspects_done() for e in self._engines.values() if e.listed and e.healthy]
+        if waiting:
+            await asyncio.gather(*waiting)
 
     async def remove_engine(self, entry: str) -> None:
         engine = self._engines.pop(entry, None)
         if engine is None:
             return
+        same = self._by_daemon.get(engine.specs.daemon_id)
+        if same is not None and engine in same:
+            same.remove(engine)
+            if not same:
+                del self._by_daemon[engine.specs.daemon_id]
         self.health_epoch += 1
         was_healthy = engine.healthy
         await engine.stop()
@@ -138,8 +162,16 @@ class Cluster:
 
     # -- engine listener ----------------------------------------------------------
     def engine_validated(self, engine: Engine) -> str | None:
-        for other in self._engines.values():
-            if other is engine or other.specs.daemon_id != engine.specs.daemon_id:
+        daemon_id = engine.specs.daemon_id
+        same = [
+            e for e in self._by_daemon.get(daemon_id, ())
+            if e.specs.daemon_id == daemon_id and self._engines.get(e.address.entry) is e
+        ]
+        if engine not in same:
+            same.append(engine)
+        self._by_daemon[daemon_id] = same
+        for other in same:
+            if other is engine:
                 continue
             if other.state is EngineState.PENDING:
                 continue
@@ -368,6 +400,7 @@ class Cluster:
         self, config: dict[str, Any], name: str | None, auth: str | None
     ) -> Placed:
         """Schedule, then create on the first ranked node, trying the next on failure."""
+        await self.inspects_done()
         async with self._schedule_lock:
             if name:
                 given = config.get("Labels")

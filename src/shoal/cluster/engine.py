@@ -1,9 +1,10 @@
 """One dockerd as the cluster sees it: health, identity, and a cache kept current by events.
 
-An engine owns two background tasks once it is validated: the refresh loop (periodic
-full refresh, jittered so a thousand engines are not polled at once) and the event
-monitor (the engine's `/events` stream, resumed with `since` after a break so no
-event is lost). Both are cancelled by `stop()`.
+An engine is Healthy once its specs and container list are in; full inspects follow in
+the background. It owns its background tasks once validated: the refresh loop (a probe
+each round and a reconciliation every few, jittered so a thousand engines are not polled
+at once), the event monitor (the engine's `/events` stream, resumed with `since` after a
+break so no event is lost) and the background inspects. All are cancelled by `stop()`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ from typing import Any
 
 import aiohttp
 
-from shoal.cluster.client import EngineAddress, EngineClient, connection_error_text
-from shoal.cluster.engine_cache import EngineCache
+from shoal.cluster.client import (
+    READ_TIMEOUT,
+    EngineAddress,
+    EngineClient,
+    connection_error_text,
+)
+from shoal.cluster.engine_cache import EngineCache, InspectQueue
 from shoal.cluster.engine_events import EventMonitor
 from shoal.cluster.engine_state import EngineListener, EngineSettings, EngineState
-from shoal.cluster.errors import EngineConnectionError, EngineError, EngineFailure
+from shoal.cluster.errors import EngineConnectionError, EngineError, EngineFailure, NotFound
 from shoal.cluster.passthrough import RawPool, RawResponse
 from shoal.cluster.records import EngineSpecs, parse_docker_time
 from shoal.logs import fields
@@ -33,6 +39,9 @@ log = logging.getLogger(__name__)
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=None)
 
 SPECS_MAX_AGE = 300.0
+#: Every this many refresh rounds the cache is reconciled with full lists; the rounds
+#: between are a probe only (the event stream keeps the cache current meanwhile).
+RECONCILE_EVERY = 4
 
 
 class Engine(EngineCache):
@@ -46,10 +55,11 @@ class Engine(EngineCache):
         listener: EngineListener,
         *,
         clock: Callable[[], float] = time.time,
+        inspect_slots: InspectQueue | None = None,
     ) -> None:
         self.address = address
         self.client = client
-        self.raw = RawPool(client)
+        self.raw: RawPool = client.raw
         self.settings = settings
         self.listener = listener
         self.clock = clock
@@ -61,6 +71,9 @@ class Engine(EngineCache):
         self.failure_count = 0
         self.ip = address.host or "127.0.0.1"
         self._init_cache()
+        #: Shared by the cluster's engines: bounds background inspects cluster-wide.
+        self.inspect_slots = inspect_slots or InspectQueue()
+        self._filler: asyncio.Task[None] | None = None
         self.monitor = EventMonitor(self)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -154,16 +167,29 @@ class Engine(EngineCache):
 
     async def _run(self) -> None:
         await self._validate_until_done()
-        self._spawn(self.monitor.run(), f"events {self.address.entry}")
+        self._spawn(self._follow_events(), f"events {self.address.entry}")
         self._spawn(self._probe_loop(), f"probe {self.address.entry}")
         await self._refresh_loop()
+
+    async def _follow_events(self) -> None:
+        """The event stream, opened once the cluster's first validations are done (so
+        thousands of streams do not slow adoption); `since` replays what came meanwhile."""
+        await self.inspect_slots.quiet()
+        await self.monitor.run()
 
     async def _validate_until_done(self) -> None:
         """Pending engines are retried with backoff until they answer like an engine."""
         attempt = 0
         while True:
             try:
-                await self._validate()
+                if attempt:
+                    await self._validate()
+                else:
+                    self.inspect_slots.adoption_started()
+                    try:
+                        await self._validate()
+                    finally:
+                        self.inspect_slots.adoption_ended()
                 return
             except (EngineFailure, ValueError) as exc:
                 attempt += 1
@@ -182,8 +208,11 @@ class Engine(EngineCache):
                 f"{self.addr} is a Docker Engine, not a Swarm manager"
             )
         self.monitor.last_nano = int(self.clock() * 1e9)
-        await self.remove_duplicates(newer_only=True)
-        await self.refresh_all()
+        listing = await self.remove_duplicates(newer_only=True)
+        # Healthy once the list is in: full inspects follow in the background
+        # (`fill_inspects`), the list entries serving until each arrives.
+        await self.refresh_containers(listing)
+        await self.refresh_images()
         duplicate = self.listener.engine_validated(self)
         if duplicate:
             raise ValueError(duplicate)
@@ -192,28 +221,67 @@ class Engine(EngineCache):
         self.error = ""
         log.info("Registered Engine %s at %s", self.name, self.addr, extra=self.log_fields)
         self.listener.engine_state_changed(self, "engine_connect")
+        self._spawn(self._complete_adoption(), f"adopt {self.address.entry}")
+
+    async def _complete_adoption(self) -> None:
+        """What Healthy did not wait for: networks, volumes, then the full inspects."""
+        try:
+            await self.refresh_networks()
+            await self.refresh_volumes()
+        except EngineFailure as exc:
+            log.debug("first refresh of %s failed: %s", self.name, exc)
+        self._inspects_wanted()
+
+    def _inspects_wanted(self) -> None:
+        if self.listed and (self._filler is None or self._filler.done()):
+            self._filler = self._spawn(self.fill_inspects(), f"inspects {self.address.entry}")
+
+    async def inspects_done(self) -> None:
+        """Wait until no cached container is a list entry only (scheduling reads the
+        reservations of every container)."""
+        while self.listed and self.state is not EngineState.PENDING:
+            filler = self._filler
+            if filler is None or filler.done():
+                for cid in list(self.listed):
+                    container = self.containers.get(cid)
+                    if container is not None:
+                        with contextlib.suppress(EngineFailure, NotFound):
+                            await self.inspected(container)
+                return
+            await asyncio.wait({filler})
 
     async def _refresh_loop(self) -> None:
+        rounds = 0
         while True:
             backoff = min(max(self.failure_count - self.settings.failure_retry, 0), 1000)
             spread = max(self.settings.refresh_max - self.settings.refresh_min, 0.0)
             delay = self.settings.refresh_min * (1 + backoff) + random.random() * spread
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            # A timer that sets the event: no wait_for task per round, for thousands of engines.
+            timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                timer.cancel()
             if self.state is EngineState.UNHEALTHY:
                 await self.recover()
                 continue
+            rounds += 1
             try:
-                if (
-                    not self.healthy
-                    or self.clock() - self.specs_at > SPECS_MAX_AGE
-                ):
-                    await self.update_specs()
-                await self.refresh_all()
+                await self.refresh_once(reconcile=rounds % RECONCILE_EVERY == 0)
             except EngineFailure as exc:
                 log.debug("refresh of %s failed: %s", self.name, exc, extra=self.log_fields)
                 self.settings.telemetry.engine_refresh_failed(self.name, self.addr)
+
+    async def refresh_once(self, *, reconcile: bool) -> None:
+        """One round of the refresh loop: the health check, then (every few rounds) a
+        reconciliation, which costs one list call per kind when nothing changed."""
+        if not self.healthy or self.clock() - self.specs_at > SPECS_MAX_AGE:
+            await self.update_specs()
+        elif not reconcile:
+            await self.probe()
+        if reconcile:
+            await self.refresh_all()
 
     # -- health -----------------------------------------------------------------
     async def _probe_loop(self) -> None:
@@ -232,7 +300,7 @@ class Engine(EngineCache):
         flagged Unhealthy at once, not after --engine-failure-retry ordinary timeouts
         of 30 s each; a refused connection counts as one failure, like any call's.
         """
-        timeout = self.settings.probe_timeout
+        timeout = self.settings.probe_timeout or READ_TIMEOUT
         try:
             await self.client.call("GET", "/_ping", versioned=False, timeout=timeout)
         except EngineError:
@@ -279,8 +347,11 @@ class Engine(EngineCache):
         try:
             await self.update_specs()
             self._answering = True
-            await self.remove_duplicates(newer_only=False)
-            await self.refresh_all()
+            listing = await self.remove_duplicates(newer_only=False)
+            await self.refresh_containers(listing)
+            await self.refresh_images()
+            await self.refresh_networks()
+            await self.refresh_volumes()
         except (EngineFailure, ValueError) as exc:
             log.debug("engine %s is not back yet: %s", self.addr, exc, extra=self.log_fields)
             return
@@ -295,14 +366,16 @@ class Engine(EngineCache):
         self.listener.engine_state_changed(self, "engine_reconnect")
         self.wake()
 
-    async def remove_duplicates(self, *, newer_only: bool) -> None:
-        """Remove local copies of containers whose swarm ID another engine runs.
+    async def remove_duplicates(self, *, newer_only: bool) -> list[dict[str, Any]]:
+        """Remove local copies of containers whose swarm ID another engine runs; the
+        listing without them.
 
         Read from a light listing, before the cache is refreshed, so a stale copy is
         never cached (nor listed) beside the live one.
         """
-        listing = await self.call("GET", "/containers/json", params={"all": "1"}, timeout=30.0)
-        for cid in self.listener.duplicate_copies(self, listing or [], newer_only=newer_only):
+        listing = await self.list_containers()
+        removed: set[str] = set()
+        for cid in self.listener.duplicate_copies(self, listing, newer_only=newer_only):
             try:
                 await self.call(
                     "DELETE", f"/containers/{cid}", params={"force": "1", "v": "1"}
@@ -316,6 +389,8 @@ class Engine(EngineCache):
                      extra=fields(container=cid, node=self.name))
             self.settings.telemetry.duplicate_removed()
             self.forget_container(cid)
+            removed.add(cid)
+        return [item for item in listing if item.get("Id") not in removed]
 
     def record_failure(self, error: str) -> None:
         self.failure_count += 1
@@ -338,6 +413,23 @@ class Engine(EngineCache):
         """An engine call whose outcome feeds the health counters."""
         try:
             result = await self.client.call(method, path, **kwargs)
+        except EngineConnectionError as exc:
+            self.record_failure(str(exc))
+            raise
+        self._answered()
+        return result
+
+    async def get(
+        self,
+        path: str,
+        params: dict[str, str] | None = None,
+        *,
+        versioned: bool = True,
+        timeout: float = READ_TIMEOUT,
+    ) -> Any:
+        """A cheap JSON read (`EngineClient.get`) whose outcome feeds the health counters."""
+        try:
+            result = await self.client.get(path, params, versioned=versioned, timeout=timeout)
         except EngineConnectionError as exc:
             self.record_failure(str(exc))
             raise
@@ -404,9 +496,9 @@ class Engine(EngineCache):
 
     # -- specs ------------------------------------------------------------------
     async def update_specs(self) -> None:
-        version = await self.call("GET", "/version", versioned=False)
+        version = await self.get("/version", versioned=False)
         self.client.set_api_version(str(version.get("ApiVersion", "")))
-        info = await self.call("GET", "/info")
+        info = await self.get("/info")
         specs = EngineSpecs(
             daemon_id=str(info.get("ID", "")),
             name=str(info.get("Name", "")),

@@ -14,11 +14,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httptools
 
-from shoal.cluster.client import EngineClient
 from shoal.cluster.errors import EngineConnectionError
+
+if TYPE_CHECKING:
+    from shoal.cluster.client import EngineClient
 
 POOL_SIZE = 16
 PIECE = 256 * 1024
@@ -166,6 +169,9 @@ class RawPool:
                 raise EngineConnectionError(
                     f"Cannot connect to the Docker daemon at {self.client.address.entry}: {exc}"
                 ) from exc
+            except BaseException:
+                conn.writer.close()  # cancelled or timed out mid-exchange: never pooled
+                raise
             response = self._parse(raw_head, conn)
             if head_only:
                 response.content_length = 0
@@ -174,6 +180,23 @@ class RawPool:
         raise EngineConnectionError(
             f"Cannot connect to the Docker daemon at {self.client.address.entry}"
         )
+
+    async def fetch(self, method: str, target: str, host: str) -> tuple[int, bytes]:
+        """A bodiless request answered in full: the engine's status and body.
+
+        Background reads (lists, inspects, probes) go this way: the request is a few
+        bytes written to a kept-alive connection, far cheaper than a general client.
+        """
+        head = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode("latin-1")
+        resp = await self.send(head, head_only=method == "HEAD")
+        try:
+            return resp.status, await resp.read()
+        except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
+            raise EngineConnectionError(
+                f"Cannot connect to the Docker daemon at {self.client.address.entry}: {exc}"
+            ) from exc
+        finally:
+            resp.close()
 
     def _parse(self, raw_head: bytes, conn: RawConnection) -> RawResponse:
         collector = _HeadParser()

@@ -18,6 +18,7 @@ from typing import Any
 
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine, EngineState
+from shoal.cluster.engine_cache import ListedContainer
 from shoal.cluster.errors import ClusterError, EngineFailure
 from shoal.cluster.index import Placed
 from shoal.cluster.records import Container
@@ -38,7 +39,13 @@ RESCHEDULE_ACTION = "container_reschedule"
 
 
 def wants_reschedule(container: Container) -> bool:
-    """The policy from the label or from an env entry of a container created elsewhere."""
+    """The policy from the label or from an env entry of a container created elsewhere.
+
+    A container known from its node's list only (the node failed before its inspect
+    arrived) is not moved: its create body cannot be rebuilt from a list entry.
+    """
+    if isinstance(container, ListedContainer):
+        return False
     return rules_from_config(container.config, "reschedule") == [RESCHEDULE_ON_NODE_FAILURE]
 
 

@@ -31,7 +31,9 @@ async def inspect_container(
     if request.flag("size"):
         target = rewrite_target(request, container_path(request, ref, placed.container.id))
         return await forward(placed.engine, request, target)
-    data = dict(placed.container.inspect)
+    # A container adopted moments ago may be known from its engine's list only.
+    container = await placed.engine.inspected(placed.container)
+    data = dict(container.inspect)
     data["Node"] = placed.engine.node_json()
     settings = data.get("NetworkSettings")
     if settings and settings.get("Ports"):

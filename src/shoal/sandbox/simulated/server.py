@@ -164,8 +164,10 @@ class SimServer:
         sockets = bind_range(len(self.engines), self.host, self.low_port)
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        # Idle keep-alive connections stay open, as on dockerd (no idle timeout there):
+        # a manager's pooled connections are not re-dialled between its refreshes.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
-                                     handle_signals=False)
+                                     handle_signals=False, keepalive_timeout=3600.0)
         await self._runner.setup()
         for sock, engine in zip(sockets, self.engines, strict=True):
             port = int(sock.getsockname()[1])
