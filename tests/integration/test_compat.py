@@ -142,17 +142,26 @@ async def test_import_answers_the_engines_final_message(api: docker.APIClient) -
 
 
 async def test_image_inspect_by_repo_digest(
-    api: docker.APIClient, engines: list[docker.APIClient]
+    sandbox2: Sandbox, manager: Manager, engines: list[docker.APIClient]
 ) -> None:
-    await blocking(lambda: api.pull("busybox", tag="latest"))
-    digests = (await blocking(lambda: engines[0].inspect_image("busybox:latest")))["RepoDigests"]
-    assert digests, "a pulled image has a RepoDigest"
-    image_id = (await blocking(lambda: engines[0].inspect_image(digests[0])))["Id"]
-    got = await blocking(lambda: api.inspect_image(digests[0]))
-    assert got["Id"] == image_id
-    short = digests[0].split("@", 1)[1]
-    got = await blocking(lambda: api.inspect_image(f"busybox@{short}"))
-    assert got["Id"] == image_id
+    """As docker-py's `images.pull('name@sha256:...')`: pull by digest, then inspect by it."""
+    assert sandbox2.registry is not None
+    remote = f"{sandbox2.registry.address}/library/compat-digest"
+
+    def publish() -> str:  # an image only the registry has (served as compat-digest)
+        engines[0].tag("busybox:latest", remote, "1")
+        for _ in engines[0].push(remote, tag="1", stream=True, decode=True):
+            pass
+        digest = engines[0].inspect_image(f"{remote}:1")["RepoDigests"][0].split("@", 1)[1]
+        engines[0].remove_image(f"{remote}:1")
+        return str(digest)
+
+    digest = await blocking(publish)
+    client = docker.DockerClient(base_url=manager.tcp, version=API, timeout=120)
+    image = await blocking(lambda: client.images.pull(f"compat-digest@{digest}"))
+    assert f"compat-digest@{digest}" in image.attrs["RepoDigests"]
+    got = await blocking(lambda: client.api.inspect_image(f"compat-digest@{digest}"))
+    assert got["Id"] == image.id
 
 
 async def test_distribution_inspect_is_forwarded(
@@ -230,8 +239,25 @@ async def test_build_with_cache_from_runs_where_the_image_is(
 
 
 async def test_info_images_counts_like_the_list(
-    manager: Manager, api: docker.APIClient
+    manager: Manager, api: docker.APIClient, engines: list[docker.APIClient]
 ) -> None:
+    """Checked in several states, so that a double count and an omission cannot cancel out."""
+
+    async def counts() -> tuple[int, int]:
+        listed = await blocking(lambda: api.images(all=True))
+        return (await blocking(api.info))["Images"], len(listed)
+
+    # an image on one node only, and busybox on both
+    await blocking(lambda: engines[0].tag("busybox:latest", "compat-count", "1"))
+
+    async def seen() -> bool:
+        return any("compat-count:1" in (i.get("RepoTags") or [])
+                   for i in await blocking(lambda: api.images()))
+
+    await wait_until(seen, 30, "compat-count:1 in shoal's image list")
+    info, listed = await counts()
+    assert info == listed, "tagged images on one and on both nodes"
+
     dockerfile = "FROM busybox\nRUN echo a > /a\nRUN echo b > /b\n"
 
     def build() -> None:  # intermediate, untagged layers
@@ -240,10 +266,11 @@ async def test_info_images_counts_like_the_list(
             pass
 
     await blocking(build)
-    listed = await blocking(lambda: api.images(all=True))
-    assert any(not i.get("RepoTags") or i["RepoTags"] == ["<none>:<none>"] for i in listed)
-    info = await blocking(api.info)
-    assert info["Images"] == len(listed)
+    untagged = [i for i in await blocking(lambda: api.images(all=True))
+                if i.get("RepoTags") in (None, [], ["<none>:<none>"])]
+    assert untagged, "the build left untagged layers"
+    info, listed = await counts()
+    assert info == listed, "with untagged layers"
 
 
 # --- classic Swarm's behaviour ---------------------------------------------------------------
