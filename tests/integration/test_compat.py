@@ -11,7 +11,7 @@ import json
 import os
 import re
 import tarfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import docker
@@ -46,15 +46,19 @@ async def manager(sandbox2: Sandbox) -> AsyncIterator[Manager]:
 
 
 @pytest.fixture(scope="module")
-def api(manager: Manager) -> docker.APIClient:
-    return docker.APIClient(base_url=manager.tcp, version=API, timeout=120)
+def api(manager: Manager) -> Iterator[docker.APIClient]:
+    with docker.APIClient(base_url=manager.tcp, version=API, timeout=120) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
-def engines(sandbox2: Sandbox) -> list[docker.APIClient]:
+def engines(sandbox2: Sandbox) -> Iterator[list[docker.APIClient]]:
     """docker-py clients of node-0 and node-1 themselves."""
-    return [docker.APIClient(base_url=n.docker_host, version=API, timeout=120)
-            for n in sandbox2.nodes]
+    clients = [docker.APIClient(base_url=n.docker_host, version=API, timeout=120)
+               for n in sandbox2.nodes]
+    yield clients
+    for client in clients:
+        client.close()
 
 
 async def cli(host: str, *args: str, timeout: float = 60) -> str:
@@ -158,10 +162,13 @@ async def test_image_inspect_by_repo_digest(
 
     digest = await blocking(publish)
     client = docker.DockerClient(base_url=manager.tcp, version=API, timeout=120)
-    image = await blocking(lambda: client.images.pull(f"compat-digest@{digest}"))
-    assert f"compat-digest@{digest}" in image.attrs["RepoDigests"]
-    got = await blocking(lambda: client.api.inspect_image(f"compat-digest@{digest}"))
-    assert got["Id"] == image.id
+    try:
+        image = await blocking(lambda: client.images.pull(f"compat-digest@{digest}"))
+        assert f"compat-digest@{digest}" in image.attrs["RepoDigests"]
+        got = await blocking(lambda: client.api.inspect_image(f"compat-digest@{digest}"))
+        assert got["Id"] == image.id
+    finally:
+        client.close()
 
 
 async def test_distribution_inspect_is_forwarded(
