@@ -18,16 +18,27 @@ from typing import Any
 
 from shoal.cluster.client import EngineAddress, EngineClient, json_objects
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
-from shoal.cluster.errors import Conflict, EngineError, EngineFailure, NotFound
+from shoal.cluster.errors import (
+    Conflict,
+    EngineConnectionError,
+    EngineError,
+    EngineFailure,
+    NotFound,
+    is_image_missing,
+)
 from shoal.cluster.events import EventBus
 from shoal.cluster.index import ContainerIndex, Placed
 from shoal.cluster.records import SWARM_ID_LABEL, Container, normalize_ref
 from shoal.cluster.resources import pin_to_local_resources
 from shoal.discovery.base import Discovery, DiscoveryError
+from shoal.scheduler.labels import AFFINITIES_LABEL, go_json_list, parse_label_list
 from shoal.scheduler.node import Node, NodeContainer, NodeImage
 from shoal.scheduler.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
+
+#: Classic Swarm's answer to a create whose chosen engine cannot be reached.
+CANNOT_CONNECT = "Cannot connect to the docker engine endpoint"
 
 
 @dataclass(slots=True)
@@ -43,6 +54,13 @@ class PendingCreate:
     def display_name(self) -> str:
         """Unnamed creates are keyed by swarm ID; they have no name to reserve."""
         return "" if self.name.startswith("\0") else self.name
+
+
+@dataclass(slots=True)
+class Created(Placed):
+    """A container just created, with the engine's warnings about its config."""
+
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -345,9 +363,17 @@ class Cluster:
         return engine
 
     async def create_container(
-        self, config: dict[str, Any], name: str | None, auth: str | None
-    ) -> Placed:
-        """Schedule, then create on the first ranked node, trying the next on failure."""
+        self,
+        config: dict[str, Any],
+        name: str | None,
+        auth: str | None,
+        *,
+        affinities: Sequence[str] = (),
+    ) -> Created:
+        """Schedule, then create on the first ranked node, trying the next on failure.
+
+        `affinities` steer the scheduler only: they never reach the engine, so the created
+        container does not carry them."""
         async with self._schedule_lock:
             if name:
                 taken = self.name_taken(name)
@@ -364,7 +390,8 @@ class Cluster:
                 labels[SWARM_ID_LABEL] = self._new_swarm_id()
             # Local networks and volumes pull the container to their node.
             pin_to_local_resources(config, self.active_engines())
-            ranked = self.scheduler.select(config, self.node_views())
+            scheduled = with_affinities(config, affinities)
+            ranked = self.scheduler.select(scheduled, self.node_views())
             engines = [self.engine_for_node(n) for n in ranked]
             key = name.lstrip("/") if name else "\0" + labels[SWARM_ID_LABEL]
             self._pending[key] = PendingCreate(
@@ -373,15 +400,20 @@ class Cluster:
         try:
             attempts = 1 + self.create_retry
             last: Exception | None = None
-            for engine in engines[:attempts] or engines[:1]:
+            tried = engines[:attempts] or engines[:1]
+            for engine in tried:
                 self._pending[key].engine = engine
                 try:
                     return await self._create_on(engine, config, name, auth)
                 except EngineFailure as exc:
                     last = exc
-                    if isinstance(exc, EngineError) and exc.status in (400, 409):
+                    if isinstance(exc, EngineConnectionError):
+                        log.warning("Engine %s unreachable for a create: %s", engine.name, exc)
+                        last = EngineConnectionError(CANNOT_CONNECT)
+                    elif isinstance(exc, EngineError) and exc.status in (400, 409):
                         raise
-                    log.warning("Failed to create container: %s, retrying", exc)
+                    if engine is not tried[-1]:
+                        log.warning("Failed to create container: %s, retrying", exc)
             assert last is not None
             raise last
         finally:
@@ -389,7 +421,7 @@ class Cluster:
 
     async def _create_on(
         self, engine: Engine, config: dict[str, Any], name: str | None, auth: str | None
-    ) -> Placed:
+    ) -> Created:
         body = dict(config)
         host_config = dict(body.get("HostConfig") or {})
         cpus = int(host_config.get("CpuShares") or 0)
@@ -401,14 +433,14 @@ class Cluster:
         try:
             created = await engine.call("POST", "/containers/create", params=params, body=body)
         except EngineError as exc:
-            if exc.status != 404 or not body.get("Image"):
+            if not is_image_missing(exc) or not body.get("Image"):
                 raise
             await self.pull_on(engine, str(body["Image"]), auth)
             created = await engine.call("POST", "/containers/create", params=params, body=body)
         container = await engine.refresh_container(created["Id"])
         if container is None:
             raise EngineError(500, "Container created but refresh didn't report it back")
-        return Placed(engine, container)
+        return Created(engine, container, [str(w) for w in created.get("Warnings") or []])
 
     async def pull_on(self, engine: Engine, image: str, auth: str | None) -> None:
         """Pull quietly on one engine, draining the progress stream to its end."""
@@ -435,6 +467,16 @@ class Cluster:
             candidate = secrets.token_hex(32)
             if not self._index.copies(candidate):
                 return candidate
+
+
+def with_affinities(config: dict[str, Any], affinities: Sequence[str]) -> dict[str, Any]:
+    """`config` with extra affinity rules in its labels, for the scheduler's eyes only."""
+    if not affinities:
+        return config
+    labels = dict(config.get("Labels") or {})
+    rules = [*parse_label_list(labels.get(AFFINITIES_LABEL)), *affinities]
+    labels[AFFINITIES_LABEL] = go_json_list(rules)
+    return {**config, "Labels": labels}
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

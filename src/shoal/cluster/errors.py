@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
+#: What an engine says when a create's image is missing: classic Swarm pulls, or retries
+#: where the image is, on these texts only (a 404 may also be a missing volume plugin).
+IMAGE_MISSING = re.compile(
+    r"No such image|image \S* not found|repository \S* not found|repository does not exist"
+)
+
 
 class ClusterError(Exception):
     """Root of every failure the cluster layer reports; `str(err)` is the client's text."""
@@ -30,3 +38,8 @@ class NotFound(ClusterError):
 
 class Conflict(ClusterError):
     """A name is taken somewhere in the cluster."""
+
+
+def is_image_missing(exc: EngineFailure) -> bool:
+    """Whether an engine's answer to a create says its image is missing."""
+    return isinstance(exc, EngineError) and IMAGE_MISSING.search(exc.message) is not None

@@ -19,7 +19,10 @@ from shoal.api.primary.image_list import add_counts
 from shoal.cluster.engine import Engine, EngineState
 from shoal.cluster.records import bytes_size
 
-SERVER_VERSION = f"shoal/{__version__}"
+#: Classic Swarm's version: scripts and Swarm tooling detect a Swarm manager by its prefix.
+SERVER_VERSION = "swarm/1.2.9"
+#: Shoal's own name and version, shown next to it in `/version`.
+SHOAL_VERSION = f"shoal/{__version__}"
 
 
 def ping_headers(ctx: ApiContext) -> list[tuple[str, str]]:
@@ -100,9 +103,8 @@ def build_info(ctx: ApiContext) -> dict[str, Any]:
     running = sum(1 for c in containers if c.running and not c.state.get("Paused"))
     paused = sum(1 for c in containers if c.state.get("Paused"))
     status = system_status(ctx, engines)
-    images = sum(
-        1 for e in active for i in e.images if i.repo_tags or i.repo_digests
-    )
+    # Counted as `GET /images/json?all=1` lists them: once per image ID, untagged included.
+    images = len({i.id for e in active for i in e.images})
     uname = platform.uname()
     return {
         "ID": "",
@@ -155,8 +157,8 @@ def build_info(ctx: ApiContext) -> dict[str, Any]:
 
 def build_version(ctx: ApiContext) -> dict[str, Any]:
     uname = platform.uname()
-    return {
-        "Platform": {"Name": "shoal"},
+    answer: dict[str, Any] = {
+        "Platform": {"Name": SHOAL_VERSION},
         "Version": SERVER_VERSION,
         "ApiVersion": ctx.api_version(),
         "MinAPIVersion": ctx.min_api_version(),
@@ -168,6 +170,17 @@ def build_version(ctx: ApiContext) -> dict[str, Any]:
         "Experimental": ctx.experimental,
         "BuildTime": "",
     }
+    # The CLI shows the components when there are any: the Swarm version first, as `Engine`.
+    details = {
+        k: str(v).lower() if isinstance(v, bool) else str(v)
+        for k, v in answer.items()
+        if k not in ("Platform", "Version")
+    }
+    answer["Components"] = [
+        {"Name": "Engine", "Version": SERVER_VERSION, "Details": details},
+        {"Name": "shoal", "Version": __version__, "Details": {}},
+    ]
+    return answer
 
 
 async def ping(ctx: ApiContext, request: Request, params: Params) -> Response:
