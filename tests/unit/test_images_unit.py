@@ -29,7 +29,7 @@ from shoal.api.primary.images import familiar_name, split_node_prefix
 from shoal.api.primary.system import merge_df
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
-from shoal.cluster.errors import EngineError
+from shoal.cluster.errors import EngineError, ImagePullFailed
 from shoal.cluster.records import Image, ImageIndex
 
 
@@ -260,6 +260,9 @@ def test_image_retry_affinity() -> None:
                  "'docker login'", "repository mine not found: does not exist",
                  "image mine:1 not found"):
         assert image_retry_affinity(cluster, config, EngineError(404, text)) == "image==mine:1"
+    # The engine lacked the image and could not pull it: the pull's text, but the image missing.
+    pulled = ImagePullFailed(500, "Get https://registry-1.docker.io/v2/: connection refused")
+    assert image_retry_affinity(cluster, config, pulled) == "image==mine:1"
 
 
 async def test_fanout_feeds_every_reader_and_drops_finished_ones() -> None:

@@ -23,6 +23,7 @@ from shoal.cluster.errors import (
     EngineConnectionError,
     EngineError,
     EngineFailure,
+    ImagePullFailed,
     NotFound,
     is_image_missing,
 )
@@ -435,7 +436,10 @@ class Cluster:
         except EngineError as exc:
             if not is_image_missing(exc) or not body.get("Image"):
                 raise
-            await self.pull_on(engine, str(body["Image"]), auth)
+            try:
+                await self.pull_on(engine, str(body["Image"]), auth)
+            except EngineError as pulled:
+                raise ImagePullFailed(pulled.status, pulled.message) from exc
             created = await engine.call("POST", "/containers/create", params=params, body=body)
         container = await engine.refresh_container(created["Id"])
         if container is None:

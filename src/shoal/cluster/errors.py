@@ -28,6 +28,11 @@ class EngineError(EngineFailure):
         self.message = message
 
 
+class ImagePullFailed(EngineError):
+    """A create's image was missing on its engine, and pulling it there failed: the pull's
+    error is what the client reads, but the image is what is missing."""
+
+
 class EngineConnectionError(EngineFailure):
     """The engine could not be reached: this is what counts towards unhealthy."""
 
@@ -42,4 +47,6 @@ class Conflict(ClusterError):
 
 def is_image_missing(exc: EngineFailure) -> bool:
     """Whether an engine's answer to a create says its image is missing."""
+    if isinstance(exc, ImagePullFailed):
+        return True
     return isinstance(exc, EngineError) and IMAGE_MISSING.search(exc.message) is not None
