@@ -137,12 +137,16 @@ async def test_swarm_routes_answer_like_an_engine_outside_a_swarm(
 
 async def test_import_answers_the_engines_final_message(api: docker.APIClient) -> None:
     text = await blocking(lambda: api.import_image_from_data(
-        rootfs_tar("imported\n"), repository="compat-import", tag="1"))
+        rootfs_tar("imported\n"), repository="compat-import", tag="1",
+        changes=["USER nobody", 'CMD ["cat", "/hello.txt"]']))
     result = json.loads(text)  # one JSON object, as from one engine
     assert set(result) == {"status"}, text
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", result["status"]), text
     inspected = await blocking(lambda: api.inspect_image("compat-import:1"))
     assert inspected["Id"] == result["status"]
+    by_id = await blocking(lambda: api.inspect_image(result["status"]))
+    # every `changes` value applied, not only the first
+    assert (by_id["Config"]["User"], by_id["Config"]["Cmd"]) == ("nobody", ["cat", "/hello.txt"])
 
 
 async def test_image_inspect_by_repo_digest(

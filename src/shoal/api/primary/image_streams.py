@@ -224,7 +224,8 @@ class Upload:
 
     targets: Sequence[Engine]
     path: str
-    query: dict[str, str]
+    #: None when `path` carries the query itself (repeated parameters).
+    query: dict[str, str] | None
     verb: str
     failure: str
     dedupe_streams: bool = False

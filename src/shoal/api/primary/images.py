@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from typing import Any
+from urllib.parse import urlencode
 
 from shoal.api.http import HTTPError, Request, Response, StreamResponse, json_response
 from shoal.api.primary.context import ApiContext, Params
@@ -85,10 +86,12 @@ def import_image(cluster: Cluster, request: Request, from_src: str) -> StreamRes
     query = query_args(request)
     repo = query.get("repo", "")
     ref = f"{repo}:{query['tag']}" if repo and query.get("tag") else repo or "image"
+    # Every value kept: `changes` repeats (`USER x`, `CMD [...]`).
+    pairs = [(k, v) for k, values in request.query.items() for v in values]
     upload = Upload(
         targets,
-        "/images/create",
-        query,
+        f"/images/create?{urlencode(pairs)}",
+        None,
         "Importing",
         f"Failed to import {ref}",
         one_engines_answer=True,
