@@ -160,7 +160,14 @@ async def build_image(
         data = await checked_context(request)
     elif not request.body_complete:
         data = request.stream()
-    response = await forward(engine, request, target, body=data, after=engine.refresh_images)
+
+    async def after() -> None:
+        await engine.refresh_images()
+        # The build's intermediate containers came and went while it ran: the cache is
+        # brought level before the client reads the end, so its next list is the engine's.
+        await engine.refresh_containers()
+
+    response = await forward(engine, request, target, body=data, after=after)
     if (
         isinstance(response, Response)
         and response.status == 500
