@@ -431,6 +431,24 @@ async def test_createretry_zero_fails_on_an_unreachable_engine(sandbox2: Sandbox
         proxy.close()
 
 
+async def test_createretry_tries_the_next_node(sandbox2: Sandbox) -> None:
+    """With `swarm.createretry=1`, a create whose engine cannot be reached goes to the next."""
+    proxy = SwitchableProxy(sandbox2.nodes[0].host_port)
+    await proxy.start()
+    try:
+        discovery = f"nodes://127.0.0.1:{proxy.port},{sandbox2.nodes[1].addr}"
+        async with running_manager(discovery, "--cluster-opt", "swarm.createretry=1",
+                                   "--engine-refresh-min-interval", "60s",
+                                   "--engine-refresh-max-interval", "61s", nodes=2) as mgr:
+            await proxy.refuse()
+            await cli(mgr.tcp, "create", "--name", "compat-retried", "-e",
+                      "constraint:node==~node-0", "busybox", "true")
+            assert await node_of(mgr, "compat-retried") == "node-1"
+            assert "Failed to create container" in mgr.log()  # node-0 was tried first
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize("name", ["co", "on", "ers", "tainer"])
 async def test_container_named_like_part_of_the_route(manager: Manager, name: str) -> None:
     await cli(manager.tcp, "run", "-d", "--name", name, "busybox", "sh", "-c",

@@ -32,6 +32,7 @@ from shoal.cluster.index import ContainerIndex, Placed
 from shoal.cluster.records import SWARM_ID_LABEL, Container, normalize_ref
 from shoal.cluster.resources import pin_to_local_resources
 from shoal.discovery.base import Discovery, DiscoveryError
+from shoal.scheduler.errors import SchedulerError
 from shoal.scheduler.labels import AFFINITIES_LABEL, go_json_list, parse_label_list
 from shoal.scheduler.node import Node, NodeContainer, NodeImage
 from shoal.scheduler.scheduler import Scheduler
@@ -392,7 +393,13 @@ class Cluster:
             # Local networks and volumes pull the container to their node.
             pin_to_local_resources(config, self.active_engines())
             scheduled = with_affinities(config, affinities)
-            ranked = self.scheduler.select(scheduled, self.node_views())
+            views = self.node_views()
+            ranked = self.scheduler.select(scheduled, views)
+            if len(ranked) <= self.create_retry:
+                # Retries go to more nodes: those only soft rules ranked out come next.
+                rest = [n for n in views if all(n.id != r.id for r in ranked)]
+                with contextlib.suppress(SchedulerError):
+                    ranked += self.scheduler.select(scheduled, rest)
             engines = [self.engine_for_node(n) for n in ranked]
             key = name.lstrip("/") if name else "\0" + labels[SWARM_ID_LABEL]
             self._pending[key] = PendingCreate(
