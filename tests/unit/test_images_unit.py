@@ -15,7 +15,7 @@ import pytest
 
 from shoal.api.http import HTTPError, make_request
 from shoal.api.primary.build import engine_target, is_build_context
-from shoal.api.primary.container_create import image_retry_config
+from shoal.api.primary.container_create import image_retry_affinity
 from shoal.api.primary.container_list import (
     ancestor_ids,
     public_bindings,
@@ -29,7 +29,7 @@ from shoal.api.primary.images import familiar_name, split_node_prefix
 from shoal.api.primary.system import merge_df
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
-from shoal.cluster.errors import EngineError
+from shoal.cluster.errors import EngineError, ImagePullFailed
 from shoal.cluster.records import Image, ImageIndex
 
 
@@ -241,19 +241,28 @@ def test_wildcard_ports_shown_once_at_engine_ip() -> None:
     assert public_bindings(bindings, engine) == [{"HostIp": "10.1.1.1", "HostPort": "3000"}]
 
 
-def test_image_retry_config() -> None:
+def test_image_retry_affinity() -> None:
     cluster = as_cluster(two_nodes())
     config: dict[str, Any] = {"Image": "mine:1", "Labels": {}}
-    retry = image_retry_config(cluster, config, EngineError(404, "not found"))
-    assert retry is not None
-    assert json.loads(retry["Labels"]["com.docker.swarm.affinities"]) == ["image==mine:1"]
+    missing = EngineError(404, "No such image: mine:1")
+    assert image_retry_affinity(cluster, config, missing) == "image==mine:1"
     assert config["Labels"] == {}
-    # Not when the image is nowhere, a hard node constraint pins it, or the error is a conflict.
-    assert image_retry_config(cluster, {"Image": "absent"}, EngineError(404, "x")) is None
+    # Not when the image is nowhere, a hard node constraint pins it, or the error is not
+    # about the image (a conflict, a missing volume plugin's 404).
+    assert image_retry_affinity(cluster, {"Image": "absent"}, missing) is None
     pinned = {"Image": "mine:1",
               "Labels": {"com.docker.swarm.constraints": '["node==node-1"]'}}
-    assert image_retry_config(cluster, pinned, EngineError(404, "x")) is None
-    assert image_retry_config(cluster, config, EngineError(409, "Conflict")) is None
+    assert image_retry_affinity(cluster, pinned, missing) is None
+    assert image_retry_affinity(cluster, config, EngineError(409, "Conflict")) is None
+    plugin = EngineError(404, 'error looking up volume plugin x: plugin "x" not found')
+    assert image_retry_affinity(cluster, config, plugin) is None
+    for text in ("pull access denied for mine, repository does not exist or may require "
+                 "'docker login'", "repository mine not found: does not exist",
+                 "image mine:1 not found"):
+        assert image_retry_affinity(cluster, config, EngineError(404, text)) == "image==mine:1"
+    # The engine lacked the image and could not pull it: the pull's text, but the image missing.
+    pulled = ImagePullFailed(500, "Get https://registry-1.docker.io/v2/: connection refused")
+    assert image_retry_affinity(cluster, config, pulled) == "image==mine:1"
 
 
 async def test_fanout_feeds_every_reader_and_drops_finished_ones() -> None:

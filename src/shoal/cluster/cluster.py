@@ -24,7 +24,15 @@ from shoal.cluster.client import (
 )
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
 from shoal.cluster.engine_cache import InspectQueue
-from shoal.cluster.errors import Conflict, EngineError, EngineFailure, NotFound
+from shoal.cluster.errors import (
+    Conflict,
+    EngineConnectionError,
+    EngineError,
+    EngineFailure,
+    ImagePullFailed,
+    NotFound,
+    is_image_missing,
+)
 from shoal.cluster.events import EventBus
 from shoal.cluster.index import ContainerIndex, Placed
 from shoal.cluster.names import NameReservations, check_free, name_key
@@ -33,10 +41,15 @@ from shoal.cluster.records import SWARM_ID_LABEL, Container, normalize_ref
 from shoal.cluster.resources import pin_to_local_resources
 from shoal.cluster.views import ReadViews
 from shoal.discovery.base import Discovery, DiscoveryError
+from shoal.scheduler.errors import SchedulerError
+from shoal.scheduler.labels import AFFINITIES_LABEL, go_json_list, parse_label_list
 from shoal.scheduler.node import Node, NodeContainer
 from shoal.scheduler.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
+
+#: Classic Swarm's answer to a create whose chosen engine cannot be reached.
+CANNOT_CONNECT = "Cannot connect to the docker engine endpoint"
 
 
 @dataclass(slots=True)
@@ -52,6 +65,13 @@ class PendingCreate:
     def display_name(self) -> str:
         """Unnamed creates are keyed by swarm ID; they have no name to reserve."""
         return "" if self.name.startswith("\0") else self.name
+
+
+@dataclass(slots=True)
+class Created(Placed):
+    """A container just created, with the engine's warnings about its config."""
+
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -397,9 +417,17 @@ class Cluster:
         return engine
 
     async def create_container(
-        self, config: dict[str, Any], name: str | None, auth: str | None
-    ) -> Placed:
-        """Schedule, then create on the first ranked node, trying the next on failure."""
+        self,
+        config: dict[str, Any],
+        name: str | None,
+        auth: str | None,
+        *,
+        affinities: Sequence[str] = (),
+    ) -> Created:
+        """Schedule, then create on the first ranked node, trying the next on failure.
+
+        `affinities` steer the scheduler only: they never reach the engine, so the created
+        container does not carry them."""
         await self.inspects_done()
         async with self._schedule_lock:
             if name:
@@ -413,8 +441,16 @@ class Cluster:
             views = self.node_views()
             # Local networks and volumes pull the container to their node.
             pin_to_local_resources(config, self._views.active())
+            scheduled = with_affinities(config, affinities)
             attempts = max(1 + self.create_retry, 1)
-            ranked = self.scheduler.select(config, views, limit=attempts)
+            ranked = self.scheduler.select(scheduled, views, limit=attempts)
+            if len(ranked) < attempts:
+                # Retries go to more nodes: those only soft rules ranked out come next.
+                rest = [n for n in views if all(n.id != r.id for r in ranked)]
+                with contextlib.suppress(SchedulerError):
+                    ranked += self.scheduler.select(
+                        scheduled, rest, limit=attempts - len(ranked)
+                    )
             engines = [self.engine_for_node(n) for n in ranked]
             key = name.lstrip("/") if name else "\0" + labels[SWARM_ID_LABEL]
             self._pending[key] = PendingCreate(
@@ -422,16 +458,21 @@ class Cluster:
             )
         try:
             last: Exception | None = None
-            for engine in engines:
+            tried = engines[:attempts] or engines[:1]
+            for engine in tried:
                 self._pending[key].engine = engine
                 try:
                     return await self._create_on(engine, config, name, auth)
                 except EngineFailure as exc:
                     last = exc
-                    if isinstance(exc, EngineError) and exc.status in (400, 409):
+                    if isinstance(exc, EngineConnectionError):
+                        log.warning("Engine %s unreachable for a create: %s", engine.name, exc)
+                        last = EngineConnectionError(CANNOT_CONNECT)
+                    elif isinstance(exc, EngineError) and exc.status in (400, 409):
                         raise
-                    log.warning("Failed to create container: %s, retrying", exc,
-                                extra=engine.log_fields)
+                    if engine is not tried[-1]:
+                        log.warning("Failed to create container: %s, retrying", exc,
+                                    extra=engine.log_fields)
             assert last is not None
             raise last
         finally:
@@ -439,7 +480,7 @@ class Cluster:
 
     async def _create_on(
         self, engine: Engine, config: dict[str, Any], name: str | None, auth: str | None
-    ) -> Placed:
+    ) -> Created:
         body = dict(config)
         host_config = dict(body.get("HostConfig") or {})
         cpus = int(host_config.get("CpuShares") or 0)
@@ -451,14 +492,17 @@ class Cluster:
         try:
             created = await engine.call("POST", "/containers/create", params=params, body=body)
         except EngineError as exc:
-            if exc.status != 404 or not body.get("Image"):
+            if not is_image_missing(exc) or not body.get("Image"):
                 raise
-            await self.pull_on(engine, str(body["Image"]), auth)
+            try:
+                await self.pull_on(engine, str(body["Image"]), auth)
+            except EngineError as pulled:
+                raise ImagePullFailed(pulled.status, pulled.message) from exc
             created = await engine.call("POST", "/containers/create", params=params, body=body)
         container = await engine.refresh_container(created["Id"])
         if container is None:
             raise EngineError(500, "Container created but refresh didn't report it back")
-        return Placed(engine, container)
+        return Created(engine, container, [str(w) for w in created.get("Warnings") or []])
 
     async def pull_on(self, engine: Engine, image: str, auth: str | None) -> None:
         """Pull quietly on one engine, draining the progress stream to its end."""
@@ -485,6 +529,16 @@ class Cluster:
             candidate = secrets.token_hex(32)
             if not self._index.copies(candidate):
                 return candidate
+
+
+def with_affinities(config: dict[str, Any], affinities: Sequence[str]) -> dict[str, Any]:
+    """`config` with extra affinity rules in its labels, for the scheduler's eyes only."""
+    if not affinities:
+        return config
+    labels = dict(config.get("Labels") or {})
+    rules = [*parse_label_list(labels.get(AFFINITIES_LABEL)), *affinities]
+    labels[AFFINITIES_LABEL] = go_json_list(rules)
+    return {**config, "Labels": labels}
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
+#: What an engine says when a create's image is missing: classic Swarm pulls, or retries
+#: where the image is, on these texts only (a 404 may also be a missing volume plugin).
+IMAGE_MISSING = re.compile(
+    r"No such image|image \S* not found|repository \S* not found|repository does not exist"
+)
+
 
 class ClusterError(Exception):
     """Root of every failure the cluster layer reports; `str(err)` is the client's text."""
@@ -20,6 +28,11 @@ class EngineError(EngineFailure):
         self.message = message
 
 
+class ImagePullFailed(EngineError):
+    """A create's image was missing on its engine, and pulling it there failed: the pull's
+    error is what the client reads, but the image is what is missing."""
+
+
 class EngineConnectionError(EngineFailure):
     """The engine could not be reached: this is what counts towards unhealthy."""
 
@@ -30,3 +43,10 @@ class NotFound(ClusterError):
 
 class Conflict(ClusterError):
     """A name is taken somewhere in the cluster."""
+
+
+def is_image_missing(exc: EngineFailure) -> bool:
+    """Whether an engine's answer to a create says its image is missing."""
+    if isinstance(exc, ImagePullFailed):
+        return True
+    return isinstance(exc, EngineError) and IMAGE_MISSING.search(exc.message) is not None

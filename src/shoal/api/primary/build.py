@@ -21,7 +21,12 @@ from shoal.api.validation import build_query_object, int64_or_zero
 from shoal.cluster.client import error_message
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
-from shoal.scheduler.labels import build_scheduling_config
+from shoal.scheduler.labels import (
+    AFFINITIES_LABEL,
+    build_scheduling_config,
+    go_json_list,
+    parse_label_list,
+)
 
 BUILDKIT_UNSUPPORTED = (
     "BuildKit is not supported by shoal; use the classic builder (DOCKER_BUILDKIT=0)"
@@ -79,7 +84,31 @@ def choose_engine(cluster: Cluster, request: Request) -> tuple[Engine, dict[str,
         cpus=int_query(request, "cpushares"),
         memory=int_query(request, "memory"),
     )
+    cached = cache_source(cluster, request)
+    if cached:
+        # Soft: the build still runs elsewhere if that node is ruled out, just without cache.
+        config_labels = config.setdefault("Labels", {})
+        affinities = parse_label_list(config_labels.get(AFFINITIES_LABEL))
+        config_labels[AFFINITIES_LABEL] = go_json_list([*affinities, f"image==~{cached}"])
     return cluster.place(config)[0], remaining
+
+
+def cache_source(cluster: Cluster, request: Request) -> str | None:
+    """The first `cachefrom` image some healthy node holds: the build is only fast there."""
+    text = request.arg("cachefrom")
+    if not text:
+        return None
+    try:
+        refs = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(refs, list):
+        return None
+    engines = cluster.healthy_engines()
+    for ref in refs:
+        if isinstance(ref, str) and any(e.image_index.find(ref) is not None for e in engines):
+            return ref
+    return None
 
 
 def engine_target(request: Request, remaining: dict[str, str | None], had_args: bool) -> str:
@@ -131,7 +160,14 @@ async def build_image(
         data = await checked_context(request)
     elif not request.body_complete:
         data = request.stream()
-    response = await forward(engine, request, target, body=data, after=engine.refresh_images)
+
+    async def after() -> None:
+        await engine.refresh_images()
+        # The build's intermediate containers came and went while it ran: the cache is
+        # brought level before the client reads the end, so its next list is the engine's.
+        await engine.refresh_containers()
+
+    response = await forward(engine, request, target, body=data, after=after)
     if (
         isinstance(response, Response)
         and response.status == 500

@@ -11,16 +11,9 @@ from typing import Any
 from shoal.api.http import HTTPError, Request, Response, json_response
 from shoal.api.primary.context import ApiContext, Params
 from shoal.api.validation import CONTAINER_CREATE, read_body
-from shoal.cluster.cluster import Cluster
-from shoal.cluster.errors import EngineError
-from shoal.cluster.index import Placed
-from shoal.scheduler.labels import (
-    AFFINITIES_LABEL,
-    build_container_config,
-    go_json_list,
-    parse_label_list,
-    rules_from_config,
-)
+from shoal.cluster.cluster import Cluster, Created
+from shoal.cluster.errors import EngineError, is_image_missing
+from shoal.scheduler.labels import build_container_config, rules_from_config
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +21,13 @@ NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 LEGACY_HOST_FIELDS = ("Memory", "MemorySwap", "CpuShares", "Cpuset")
 
 
-def image_retry_config(
-    cluster: Cluster, config: dict[str, Any], exc: EngineError
-) -> dict[str, Any] | None:
+def image_retry_affinity(cluster: Cluster, config: dict[str, Any], exc: EngineError) -> str | None:
     """Classic Swarm's second chance for a create whose image is missing on the chosen node
     (cluster/swarm/cluster.go, `CreateContainer`): when some node holds the image and no
-    hard `node==` constraint pins the container, the config with a hard `image==<image>`
-    affinity; else None."""
+    hard `node==` constraint pins the container, a hard `image==<image>` affinity for the
+    scheduler (never stored in the container); else None."""
     image = str(config.get("Image") or "")
-    if not image or exc.status in (400, 409):
+    if not image or not is_image_missing(exc):
         return None
     if any(
         c.replace(" ", "").startswith("node==") and not c.replace(" ", "").startswith("node==~")
@@ -45,12 +36,7 @@ def image_retry_config(
         return None
     if not any(e.image_index.find(image) is not None for e in cluster.healthy_engines()):
         return None
-    retry = copy.deepcopy(config)
-    labels = dict(retry.get("Labels") or {})
-    affinities = [*parse_label_list(labels.get(AFFINITIES_LABEL)), f"image=={image}"]
-    labels[AFFINITIES_LABEL] = go_json_list(affinities)
-    retry["Labels"] = labels
-    return retry
+    return f"image=={image}"
 
 
 def check_body(body: dict[str, Any]) -> None:
@@ -80,18 +66,20 @@ async def create_container(ctx: ApiContext, request: Request, params: Params) ->
     except (ValueError, TypeError) as exc:
         raise HTTPError(500, str(exc)) from None
     auth = request.headers.get("X-Registry-Auth")
-    placed = await create_with_image_retry(ctx.cluster, config, name, auth)
-    return json_response({"Id": placed.container.id, "Warnings": []}, 201)
+    created = await create_with_image_retry(ctx.cluster, config, name, auth)
+    return json_response({"Id": created.container.id, "Warnings": created.warnings}, 201)
 
 
 async def create_with_image_retry(
     cluster: Cluster, config: dict[str, Any], name: str | None, auth: str | None
-) -> Placed:
+) -> Created:
     try:
         return await cluster.create_container(copy.deepcopy(config), name, auth)
     except EngineError as exc:
-        retry = image_retry_config(cluster, config, exc)
-        if retry is None:
+        affinity = image_retry_affinity(cluster, config, exc)
+        if affinity is None:
             raise
         log.info("Create failed (%s); retrying where the image %s is", exc, config["Image"])
-        return await cluster.create_container(retry, name, auth)
+        return await cluster.create_container(
+            copy.deepcopy(config), name, auth, affinities=[affinity]
+        )

@@ -115,6 +115,8 @@ async def remove_container(
     ctx: ApiContext, request: Request, params: Params
 ) -> Response | StreamResponse:
     ref = params["name"]
+    if request.flag("link") and "/" in ref.strip("/"):
+        return await remove_link(ctx, request, ref)
     placed = ctx.cluster.find_container(ref)
     engine, cid = placed.engine, placed.container.id
     target = rewrite_target(request, container_path(request, ref, cid))
@@ -122,6 +124,22 @@ async def remove_container(
     if response.status < 300:
         engine.forget_container(cid)
     return response
+
+
+async def remove_link(
+    ctx: ApiContext, request: Request, ref: str
+) -> Response | StreamResponse:
+    """`DELETE /containers/{parent}/{alias}?link=1`: the link lives on the parent's engine,
+    which resolves it by the parent's name (not its ID), so the path names the parent."""
+    parent_ref, _, alias = ref.strip("/").rpartition("/")
+    placed = ctx.cluster.find_container(parent_ref)
+    engine, cid = placed.engine, placed.container.id
+    target = rewrite_target(request, f"/containers{placed.container.name}/{alias}")
+
+    async def after() -> None:
+        await engine.refresh_container(cid)
+
+    return await forward(engine, request, target, after=after)
 
 
 async def attach_container(

@@ -224,10 +224,15 @@ class Upload:
 
     targets: Sequence[Engine]
     path: str
-    query: dict[str, str]
+    #: None when `path` carries the query itself (repeated parameters).
+    query: dict[str, str] | None
     verb: str
     failure: str
     dedupe_streams: bool = False
+    #: Answer as one engine would: the first target's own messages, unchanged (an import's
+    #: `{"status": "<image ID>"}`, which clients read as the ID). Each node imports its own
+    #: image (the IDs differ by creation time); the first target's is the one lookups find.
+    one_engines_answer: bool = False
 
     def response(self, request: Request) -> StreamResponse:
         fanout = Fanout(request.stream(), len(self.targets))
@@ -248,6 +253,7 @@ class Upload:
         pump = asyncio.create_task(fanout.pump())
         tally = Tally()
         seen: set[str] = set()
+        answers: dict[str, list[Message]] = {}
         try:
             async for engine, message in fan_in(
                 self.targets, lambda i, e: self._messages(fanout, headers, i, e)
@@ -255,13 +261,20 @@ class Upload:
                 if message is None:
                     await tally.end(engine)
                     continue
+                if self.one_engines_answer and "error" not in message:
+                    answers.setdefault(engine.name, []).append(message)
+                    continue
                 out = self._line_for(engine, message, fanout, tally, seen)
-                if out:
+                if out and not self.one_engines_answer:
                     yield out
         finally:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pump
+        if self.one_engines_answer:
+            first = next((e for e in self.targets if e.name not in tally.failed), None)
+            for message in answers.get(first.name, []) if first is not None else []:
+                yield line(message)
         yield tally.final()
 
     def _line_for(

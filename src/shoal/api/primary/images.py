@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from typing import Any
+from urllib.parse import urlencode
 
 from shoal.api.http import HTTPError, Request, Response, StreamResponse, json_response
 from shoal.api.primary.context import ApiContext, Params
@@ -85,7 +86,16 @@ def import_image(cluster: Cluster, request: Request, from_src: str) -> StreamRes
     query = query_args(request)
     repo = query.get("repo", "")
     ref = f"{repo}:{query['tag']}" if repo and query.get("tag") else repo or "image"
-    upload = Upload(targets, "/images/create", query, "Importing", f"Failed to import {ref}")
+    # Every value kept: `changes` repeats (`USER x`, `CMD [...]`).
+    pairs = [(k, v) for k, values in request.query.items() for v in values]
+    upload = Upload(
+        targets,
+        f"/images/create?{urlencode(pairs)}",
+        None,
+        "Importing",
+        f"Failed to import {ref}",
+        one_engines_answer=True,
+    )
     return upload.response(request)
 
 
@@ -173,7 +183,8 @@ async def prune_images(ctx: ApiContext, request: Request, params: Params) -> Res
 async def on_any_engine(
     ctx: ApiContext, request: Request, params: Params
 ) -> Response | StreamResponse:
-    """Calls any engine answers alike (`docker search`, `docker login`)."""
+    """Calls any engine answers alike (`docker search`, `docker login`, and
+    `/distribution/{name}/json`, which only asks the registry)."""
     engine = random.choice(healthy_engines(ctx.cluster))
     return await forward(engine, request, rewrite_target(request, request.path))
 

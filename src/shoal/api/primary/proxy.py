@@ -51,8 +51,13 @@ def rewrite_target(request: Request, path: str) -> str:
 
 
 def container_path(request: Request, ref: str, full_id: str) -> str:
-    """Swap the name the client used for the ID, so the engine never re-resolves it."""
-    return request.path.replace(ref, full_id, 1)
+    """The route's path with the ID in place of the name the client used, so the engine
+    never re-resolves it. Built from the route's parts (`/containers/` + `{name}` + the
+    rest): a name may also occur inside `/containers/` itself (`co`, `tainer`)."""
+    head = "/containers/"
+    if not request.path.startswith(head + ref):
+        raise HTTPError(404, f"No such container: {ref}")
+    return head + full_id + request.path[len(head) + len(ref) :]
 
 
 async def forward(

@@ -19,6 +19,7 @@ from shoal.api.primary import (
     image_list,
     images,
     networks,
+    swarm,
     system,
     volumes,
 )
@@ -86,7 +87,7 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", "/images/{name:.*}/push", images.push_image),
     ("POST", "/images/{name:.*}/tag", images.tag_image),
     ("DELETE", "/images/{name:.*}", images.remove_image),
-    ("GET", "/distribution/{name:.*}/json", not_implemented),
+    ("GET", "/distribution/{name:.*}/json", images.on_any_engine),
     ("POST", "/auth", images.on_any_engine),
     # build
     ("POST", "/build", build.build_image),
@@ -108,4 +109,6 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", "/volumes/prune", volumes.prune_volumes),
     ("GET", "/volumes/{name:.*}", volumes.inspect_volume),
     ("DELETE", "/volumes/{name:.*}", volumes.remove_volume),
+    # swarm mode: answered as an engine outside a swarm
+    *swarm.ROUTES,
 )

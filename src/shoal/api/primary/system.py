@@ -22,7 +22,10 @@ from shoal.cluster.engine import Engine, EngineState
 from shoal.cluster.records import bytes_size
 from shoal.cluster.views import NodeTotals
 
-SERVER_VERSION = f"shoal/{__version__}"
+#: Classic Swarm's version: scripts and Swarm tooling detect a Swarm manager by its prefix.
+SERVER_VERSION = "swarm/1.2.9"
+#: Shoal's own name and version, shown next to it in `/version`.
+SHOAL_VERSION = f"shoal/{__version__}"
 
 
 def ping_headers(ctx: ApiContext) -> list[tuple[str, str]]:
@@ -102,13 +105,14 @@ def system_status(ctx: ApiContext, engines: list[Engine]) -> list[list[str]]:
 
 
 def count_images(per_engine: Iterable[tuple[str, ...]]) -> int:
-    """`Images` from what `image_keys` gives for each active engine."""
-    return sum(len(keys) for keys in per_engine)
+    """`Images` from what `image_keys` gives for each active engine: counted as
+    `GET /images/json?all=1` lists them, once per image ID, untagged included."""
+    return len({key for keys in per_engine for key in keys})
 
 
 def image_keys(engine: Engine) -> tuple[str, ...]:
     """The images of one engine that `/info` counts."""
-    return tuple(i.id for i in engine.images if i.repo_tags or i.repo_digests)
+    return tuple(i.id for i in engine.images)
 
 
 def build_info(ctx: ApiContext) -> dict[str, Any]:
@@ -243,8 +247,8 @@ def info_body(ctx: ApiContext) -> bytes:
 
 def build_version(ctx: ApiContext) -> dict[str, Any]:
     uname = platform.uname()
-    return {
-        "Platform": {"Name": "shoal"},
+    answer: dict[str, Any] = {
+        "Platform": {"Name": SHOAL_VERSION},
         "Version": SERVER_VERSION,
         "ApiVersion": ctx.api_version(),
         "MinAPIVersion": ctx.min_api_version(),
@@ -256,6 +260,17 @@ def build_version(ctx: ApiContext) -> dict[str, Any]:
         "Experimental": ctx.experimental,
         "BuildTime": "",
     }
+    # The CLI shows the components when there are any: the Swarm version first, as `Engine`.
+    details = {
+        k: str(v).lower() if isinstance(v, bool) else str(v)
+        for k, v in answer.items()
+        if k not in ("Platform", "Version")
+    }
+    answer["Components"] = [
+        {"Name": "Engine", "Version": SERVER_VERSION, "Details": details},
+        {"Name": "shoal", "Version": __version__, "Details": {}},
+    ]
+    return answer
 
 
 async def ping(ctx: ApiContext, request: Request, params: Params) -> Response:
