@@ -345,6 +345,35 @@ def _sandbox_table(nodes: Sequence[Any]) -> str:
     )
 
 
+def _sandbox_up(nodes: int | None, labels: tuple[str, ...], simulated: int | None,
+                containers: int, seed: int, low_port: int, tag: dict[str, str]) -> None:
+    """Body of `sandbox up`: real nodes through asyncio, simulated engines on uvloop."""
+    if (nodes is None) == (simulated is None):
+        raise click.UsageError("give exactly one of -n/--nodes and --simulated")
+    if simulated is not None:
+        import uvloop
+
+        from shoal.sandbox.cli import sandbox_simulated
+
+        def emit(line: str) -> None:
+            click.echo(line)
+
+        try:  # uvloop, as for `manage`: the simulator must not be what a benchmark times
+            uvloop.run(sandbox_simulated(simulated, containers, labels, emit=emit,
+                                          seed=seed, low_port=low_port))
+        except (ValueError, OSError) as exc:
+            _fail(str(exc))
+        return
+    from shoal.sandbox.cli import sandbox_up
+
+    assert nodes is not None
+    try:
+        text = asyncio.run(sandbox_up(nodes, labels, **tag))
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo(text.rstrip("\n"))
+
+
 def _add_sandbox(group: AliasGroup) -> None:
     @group.group("sandbox", help="Run a cluster of local dockerd nodes for trying and testing",
                  context_settings=CONTEXT)
@@ -374,30 +403,7 @@ def _add_sandbox(group: AliasGroup) -> None:
     @tag_option
     def up(nodes: int | None, labels: tuple[str, ...], simulated: int | None, containers: int,
            seed: int, low_port: int, tag: str | None) -> None:
-        if (nodes is None) == (simulated is None):
-            raise click.UsageError("give exactly one of -n/--nodes and --simulated")
-        if simulated is not None:
-            import uvloop
-
-            from shoal.sandbox.cli import sandbox_simulated
-
-            def emit(line: str) -> None:
-                click.echo(line)
-
-            try:  # uvloop, as for `manage`: the simulator must not be what a benchmark times
-                uvloop.run(sandbox_simulated(simulated, containers, labels, emit=emit,
-                                              seed=seed, low_port=low_port))
-            except (ValueError, OSError) as exc:
-                _fail(str(exc))
-            return
-        from shoal.sandbox.cli import sandbox_up
-
-        assert nodes is not None
-        try:
-            text = asyncio.run(sandbox_up(nodes, labels, **tag_kwargs(tag)))
-        except ValueError as exc:
-            _fail(str(exc))
-        click.echo(text.rstrip("\n"))
+        _sandbox_up(nodes, labels, simulated, containers, seed, low_port, tag_kwargs(tag))
 
     @sandbox.command("down", help="Stop the sandbox nodes", context_settings=CONTEXT)
     @tag_option
