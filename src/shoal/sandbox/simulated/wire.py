@@ -8,7 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from shoal.sandbox.simulated.model import API_VERSION, SERVER_VERSION, SimError
+from shoal.sandbox.simulated.documents import API_VERSION, SERVER_VERSION
+from shoal.sandbox.simulated.model import SimError
 
 HEADERS = {"Api-Version": API_VERSION, "Docker-Experimental": "false", "Ostype": "linux",
            "Server": f"Docker/{SERVER_VERSION} (linux)"}
