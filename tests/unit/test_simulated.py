@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 
 from shoal.sandbox.simulated import SimEngine, SimError, SimServer, engine_spec
-from shoal.sandbox.simulated.model import key_id, normalize_ref, parse_time_nano
+from shoal.sandbox.simulated.model import normalize_ref, parse_time_nano
+from shoal.sandbox.simulated.records import key_id
 from shoal.sandbox.simulated.server import (
     bind_range,
     container_matches,

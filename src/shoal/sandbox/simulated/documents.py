@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from shoal.sandbox.simulated.model import EngineSpec, SimContainer, SimImage
+    from shoal.sandbox.simulated.records import EngineSpec, SimContainer, SimImage
 
 SERVER_VERSION = "20.10.24"
 API_VERSION = "1.41"
