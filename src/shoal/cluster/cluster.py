@@ -12,66 +12,41 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.cluster.client import (
     EngineAddress,
     EngineClient,
-    json_objects,
     raise_open_files_limit,
 )
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
 from shoal.cluster.engine_cache import InspectQueue
 from shoal.cluster.errors import (
     Conflict,
-    EngineConnectionError,
-    EngineError,
-    EngineFailure,
-    ImagePullFailed,
     NotFound,
-    is_image_missing,
 )
 from shoal.cluster.events import EventBus
 from shoal.cluster.index import ContainerIndex, Placed
 from shoal.cluster.names import NameReservations, check_free, name_key
 from shoal.cluster.nodes import NodeViews
+from shoal.cluster.placement import (
+    Created,
+    PendingCreate,
+    create_on_first,
+    split_image,
+    with_affinities,
+)
 from shoal.cluster.records import SWARM_ID_LABEL, Container, normalize_ref
 from shoal.cluster.resources import pin_to_local_resources
 from shoal.cluster.views import ReadViews
 from shoal.discovery.base import Discovery, DiscoveryError
 from shoal.scheduler.errors import SchedulerError
-from shoal.scheduler.labels import AFFINITIES_LABEL, go_json_list, parse_label_list
 from shoal.scheduler.node import Node, NodeContainer
 from shoal.scheduler.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
-
-#: Classic Swarm's answer to a create whose chosen engine cannot be reached.
-CANNOT_CONNECT = "Cannot connect to the docker engine endpoint"
-
-
-@dataclass(slots=True)
-class PendingCreate:
-    """A create in flight: concurrent schedules must see its name, ports and resources."""
-
-    name: str
-    engine: Engine
-    config: dict[str, Any]
-    swarm_id: str
-
-    @property
-    def display_name(self) -> str:
-        """Unnamed creates are keyed by swarm ID; they have no name to reserve."""
-        return "" if self.name.startswith("\0") else self.name
-
-
-@dataclass(slots=True)
-class Created(Placed):
-    """A container just created, with the engine's warnings about its config."""
-
-    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -457,104 +432,16 @@ class Cluster:
                 key, engines[0], config, labels[SWARM_ID_LABEL]
             )
         try:
-            last: Exception | None = None
             tried = engines[:attempts] or engines[:1]
-            for engine in tried:
-                self._pending[key].engine = engine
-                try:
-                    return await self._create_on(engine, config, name, auth)
-                except EngineFailure as exc:
-                    last = exc
-                    if isinstance(exc, EngineConnectionError):
-                        log.warning("Engine %s unreachable for a create: %s", engine.name, exc)
-                        last = EngineConnectionError(CANNOT_CONNECT)
-                    elif isinstance(exc, EngineError) and exc.status in (400, 409):
-                        raise
-                    if engine is not tried[-1]:
-                        log.warning("Failed to create container: %s, retrying", exc,
-                                    extra=engine.log_fields)
-            assert last is not None
-            raise last
+            return await create_on_first(tried, self._pending[key], config, name, auth)
         finally:
             self._pending.pop(key, None)
-
-    async def _create_on(
-        self, engine: Engine, config: dict[str, Any], name: str | None, auth: str | None
-    ) -> Created:
-        body = dict(config)
-        host_config = dict(body.get("HostConfig") or {})
-        cpus = int(host_config.get("CpuShares") or 0)
-        if cpus and engine.specs.cpus:
-            # Classic Swarm reads CpuShares as a CPU count and sends real shares.
-            host_config["CpuShares"] = -(-cpus * 1024 // engine.specs.cpus)
-        body["HostConfig"] = host_config
-        params = {"name": name} if name else None
-        try:
-            created = await engine.call("POST", "/containers/create", params=params, body=body)
-        except EngineError as exc:
-            if not is_image_missing(exc) or not body.get("Image"):
-                raise
-            try:
-                await self.pull_on(engine, str(body["Image"]), auth)
-            except EngineError as pulled:
-                raise ImagePullFailed(pulled.status, pulled.message) from exc
-            created = await engine.call("POST", "/containers/create", params=params, body=body)
-        container = await engine.refresh_container(created["Id"])
-        if container is None:
-            raise EngineError(500, "Container created but refresh didn't report it back")
-        return Created(engine, container, [str(w) for w in created.get("Warnings") or []])
-
-    async def pull_on(self, engine: Engine, image: str, auth: str | None) -> None:
-        """Pull quietly on one engine, draining the progress stream to its end."""
-        repo, tag = split_image(image)
-        headers = {"X-Registry-Auth": auth} if auth else None
-        result = await engine.call(
-            "POST",
-            "/images/create",
-            params={"fromImage": repo, "tag": tag},
-            headers=headers,
-            timeout=None,
-        )
-        # The progress stream arrives whole; a failed pull ends with an error message.
-        messages = result if isinstance(result, list) else [result]
-        if isinstance(result, str):
-            messages = [m async for m in json_objects(_once(result.encode()))]
-        for message in messages:
-            if isinstance(message, dict) and message.get("error"):
-                raise EngineError(404, str(message["error"]))
-        await engine.refresh_images()
 
     def _new_swarm_id(self) -> str:
         while True:
             candidate = secrets.token_hex(32)
             if not self._index.copies(candidate):
                 return candidate
-
-
-def with_affinities(config: dict[str, Any], affinities: Sequence[str]) -> dict[str, Any]:
-    """`config` with extra affinity rules in its labels, for the scheduler's eyes only."""
-    if not affinities:
-        return config
-    labels = dict(config.get("Labels") or {})
-    rules = [*parse_label_list(labels.get(AFFINITIES_LABEL)), *affinities]
-    labels[AFFINITIES_LABEL] = go_json_list(rules)
-    return {**config, "Labels": labels}
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-def split_image(image: str) -> tuple[str, str]:
-    """`repo[:tag][@digest]` into the fromImage/tag pair of a pull."""
-    if "@" in image:
-        repo, _, digest = image.partition("@")
-        return repo, digest
-    slash = image.rfind("/")
-    colon = image.rfind(":")
-    if colon > slash:
-        return image[:colon], image[colon + 1 :]
-    return image, "latest"
 
 
 def decorate_event(event: dict[str, Any], engine: Engine) -> dict[str, Any]:
@@ -579,4 +466,14 @@ def decorate_event(event: dict[str, Any], engine: Engine) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Cluster", "Conflict", "NotFound", "Placed", "normalize_ref", "split_image"]
+__all__ = [
+    "Cluster",
+    "Conflict",
+    "Created",
+    "NotFound",
+    "PendingCreate",
+    "Placed",
+    "normalize_ref",
+    "split_image",
+    "with_affinities",
+]
