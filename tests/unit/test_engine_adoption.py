@@ -215,6 +215,8 @@ async def test_probe_rounds_between_reconciliations(cluster: Cluster) -> None:
     await engine._validate()
     fake(engine).gets.clear()
     await engine.refresh_once(reconcile=False)
+    assert fake(engine).gets == []  # the probe loop checks health between reconciliations
+    assert await engine.probe()
     assert fake(engine).gets == ["/_ping"]
     fake(engine).gets.clear()
     await engine.refresh_once(reconcile=True)

@@ -276,10 +276,11 @@ class Engine(EngineHealth):
 
     async def refresh_once(self, *, reconcile: bool) -> None:
         """One round of the refresh loop: the health check, then (every few rounds) a
-        reconciliation, which costs one list call per kind when nothing changed."""
+        reconciliation, which costs one list call per kind when nothing changed. The probe
+        loop checks health when it runs (`--engine-probe-timeout`); this does otherwise."""
         if not self.healthy or self.clock() - self.specs_at > SPECS_MAX_AGE:
             await self.update_specs()
-        elif not reconcile:
+        elif not reconcile and self.settings.probe_timeout <= 0:
             await self.probe()
         if reconcile:
             await self.refresh_all()

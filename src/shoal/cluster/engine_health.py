@@ -85,7 +85,7 @@ class EngineHealth(EngineCache):
         """
         timeout = self.settings.probe_timeout or READ_TIMEOUT
         try:
-            await self.client.call("GET", "/_ping", versioned=False, timeout=timeout)
+            await self.client.get("/_ping", versioned=False, timeout=timeout)
         except EngineError:
             return True  # it answered, if oddly: only connection failures count
         except EngineConnectionError as exc:
