@@ -74,6 +74,14 @@ async def run_docker(
                                        out.decode(errors="replace"), err.decode(errors="replace"))
 
 
+async def remove_all_containers(sandbox: Sandbox) -> None:
+    """Remove every container on every node, straight on the engines (between tests)."""
+    for node in sandbox.nodes:
+        ids = (await run_docker(node.docker_host, "ps", "-aq")).stdout.split()
+        if ids:
+            await run_docker(node.docker_host, "rm", "-f", *ids)
+
+
 class DockerCli(Protocol):
     def __call__(self, host: str, *args: str, timeout: float = 60, cli: str | None = None,
                  input: str | None = None) -> Awaitable[subprocess.CompletedProcess[str]]: ...

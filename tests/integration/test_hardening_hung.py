@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from shoal.sandbox import Sandbox, procs
 from shoal.sandbox.node import SandboxNode
-from tests.integration.conftest import run_docker
+from tests.integration.conftest import remove_all_containers, run_docker
 from tests.integration.manager import Manager, running_manager, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -33,22 +33,15 @@ ANSWER_BOUND = 10.0  # a read through the manager answers, whatever the frozen n
 UNHEALTHY_TEXT = "running on unhealthy node"
 
 
-async def wipe(sandbox: Sandbox) -> None:
-    for node in sandbox.nodes:
-        ids = (await run_docker(node.docker_host, "ps", "-aq")).stdout.split()
-        if ids:
-            await run_docker(node.docker_host, "rm", "-f", *ids)
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def manager(sandbox3: Sandbox) -> AsyncIterator[Manager]:
-    await wipe(sandbox3)
+    await remove_all_containers(sandbox3)
     try:
         async with running_manager(sandbox3.discovery, "--engine-probe-timeout",
                                    f"{PROBE_TIMEOUT:g}s", nodes=3) as mgr:
             yield mgr
     finally:
-        await wipe(sandbox3)
+        await remove_all_containers(sandbox3)
 
 
 def dockerd_pid(node: SandboxNode) -> int:

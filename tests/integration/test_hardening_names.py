@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from shoal.sandbox import Sandbox
-from tests.integration.conftest import run_docker
+from tests.integration.conftest import remove_all_containers, run_docker
 from tests.integration.manager import Manager
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -24,20 +24,13 @@ CONFLICT = 'Conflict. The container name "/{name}" is already in use by containe
     "You have to remove (or rename) that container to be able to reuse that name."
 
 
-async def wipe(sandbox: Sandbox) -> None:
-    for node in sandbox.nodes:
-        ids = (await run_docker(node.docker_host, "ps", "-aq")).stdout.split()
-        if ids:
-            await run_docker(node.docker_host, "rm", "-f", *ids)
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def clean(sandbox3: Sandbox) -> AsyncIterator[Sandbox]:
-    await wipe(sandbox3)
+    await remove_all_containers(sandbox3)
     try:
         yield sandbox3
     finally:
-        await wipe(sandbox3)
+        await remove_all_containers(sandbox3)
 
 
 async def ok(host: str, *args: str) -> str:

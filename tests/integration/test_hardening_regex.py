@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from shoal.sandbox import Sandbox
-from tests.integration.conftest import DockerCli, run_docker
+from tests.integration.conftest import DockerCli, remove_all_containers, run_docker
 from tests.integration.manager import Manager
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -29,13 +29,6 @@ EVIL_ID = "([0-9a-f]+)+z"
 LONG_VALUE = "abcdefghijklmnopqrstuvwxy-abcdefghijklmnopqrstuvwx"
 PING_BOUND = 1.0  # seconds: liveness, not speed (speed is for bench/)
 CONDITIONS = "Unable to find a node that satisfies the following conditions"
-
-
-async def wipe(sandbox: Sandbox) -> None:
-    for node in sandbox.nodes:
-        ids = (await run_docker(node.docker_host, "ps", "-aq")).stdout.split()
-        if ids:
-            await run_docker(node.docker_host, "rm", "-f", *ids)
 
 
 async def engine_ids(sandbox: Sandbox) -> set[str]:
@@ -50,7 +43,7 @@ async def engine_ids(sandbox: Sandbox) -> set[str]:
 async def anchors(manager3: Manager, sandbox3: Sandbox) -> AsyncIterator[set[str]]:
     """Six containers spread over the nodes (their IDs), so that every pattern has long
     hex IDs and a long label value to chew on; no container before or after the test."""
-    await wipe(sandbox3)
+    await remove_all_containers(sandbox3)
     for i in range(6):
         out = await run_docker(manager3.tcp, "run", "-d", "--name", f"rx-box-{i}",
                                "--label", f"app={LONG_VALUE}", "busybox", "sleep", "300")
@@ -60,7 +53,7 @@ async def anchors(manager3: Manager, sandbox3: Sandbox) -> AsyncIterator[set[str
     try:
         yield ids
     finally:
-        await wipe(sandbox3)
+        await remove_all_containers(sandbox3)
 
 
 async def list_ids(session: aiohttp.ClientSession, base: str, filters: dict[str, list[str]]

@@ -12,7 +12,12 @@ import pexpect
 import pytest
 
 from shoal.sandbox import Sandbox
-from tests.integration.conftest import DOCKER_NEW, DOCKER_OLD, DockerCli, run_docker
+from tests.integration.conftest import (
+    DOCKER_NEW,
+    DOCKER_OLD,
+    DockerCli,
+    remove_all_containers,
+)
 from tests.integration.manager import Manager, free_port, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -28,14 +33,6 @@ def manager(manager3: Manager) -> Manager:
 
 def host_of(manager: Manager, listener: str) -> str:
     return manager.tcp if listener == "tcp" else f"unix://{manager.unix_socket}"
-
-
-async def clean(sandbox: Sandbox) -> None:
-    """Remove every container on every node, straight on the engines."""
-    for node in sandbox.nodes:
-        ids = (await run_docker(node.docker_host, "ps", "-aq")).stdout.split()
-        if ids:
-            await run_docker(node.docker_host, "rm", "-f", *ids)
 
 
 async def ok(docker_cli: DockerCli, host: str, *args: str, cli: str, **kw: object) -> str:
@@ -66,7 +63,7 @@ async def test_container_lifecycle(
     manager: Manager, sandbox3: Sandbox, docker_cli: DockerCli, cli: str, listener: str
 ) -> None:
     host = host_of(manager, listener)
-    await clean(sandbox3)
+    await remove_all_containers(sandbox3)
     assert (await ok(docker_cli, host, "run", "--rm", "busybox", "echo", "hi", cli=cli)) == "hi\n"
 
     names = [f"s{i}" for i in range(6)]
@@ -109,7 +106,7 @@ async def test_container_lifecycle(
     await ok(docker_cli, host, "run", "-d", "--name", "w1", "busybox", "sh", "-c",
              "sleep 1; exit 7", cli=cli)
     assert (await ok(docker_cli, host, "wait", "w1", cli=cli)).strip() == "7"
-    await clean(sandbox3)
+    await remove_all_containers(sandbox3)
 
 
 @pytest.mark.parametrize("cli", CLIS)

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from shoal.sandbox import Sandbox
-from tests.integration.conftest import DockerCli, run_docker
+from tests.integration.conftest import DockerCli, remove_all_containers, run_docker
 from tests.integration.manager import Manager, free_port, wait_until
 from tests.integration.stores import Etcd
 from tests.integration.test_kv_discovery import Joiner
@@ -40,21 +40,14 @@ def manager_for(sandbox: Sandbox, failure_retry: int) -> Manager:
 @pytest_asyncio.fixture(loop_scope="session")
 async def fresh(sandbox3: Sandbox) -> AsyncIterator[Sandbox]:
     """The module's sandbox with no containers, every node up, before and after a test."""
-    await clean(sandbox3)
+    await remove_all_containers(sandbox3)
     try:
         yield sandbox3
     finally:
         for node in sandbox3.nodes:
             if not node.running:
                 await node.start()
-        await clean(sandbox3)
-
-
-async def clean(sandbox: Sandbox) -> None:
-    for node in sandbox.nodes:
-        ids = (await run_docker(node.docker_host, "ps", "-aq")).stdout.split()
-        if ids:
-            await run_docker(node.docker_host, "rm", "-f", *ids)
+        await remove_all_containers(sandbox3)
 
 
 async def ok(docker_cli: DockerCli, host: str, *args: str) -> str:
