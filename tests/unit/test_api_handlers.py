@@ -17,7 +17,6 @@ from shoal.api.primary.context import ApiContext
 from shoal.api.primary.errors import answer_for
 from shoal.api.primary.fanout import Policy, fan_out
 from shoal.api.primary.routes import ROUTES
-from shoal.cluster.client import EngineAddress, EngineClient
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
 from shoal.cluster.errors import (
@@ -31,6 +30,7 @@ from shoal.cluster.events import EventBus
 from shoal.cluster.records import Container, EngineSpecs
 from shoal.scheduler.errors import NO_HEALTHY_NODE, SchedulerError
 from shoal.scheduler.scheduler import Scheduler
+from tests.unit.cluster_factories import adopt_engine
 
 Answer = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
@@ -44,11 +44,8 @@ async def cluster() -> AsyncIterator[tuple[Cluster, list[Engine]]]:
     cl = Cluster(EngineSettings(), Scheduler(), EventBus())
     engines = []
     for i in range(2):
-        address = EngineAddress.parse(f"127.0.0.1:{9100 + i}")
-        engine = Engine(address, EngineClient(address, None), EngineSettings(), cl)
-        engine.specs = EngineSpecs(daemon_id=f"D{i}", name=f"node-{i}", cpus=2, memory=1 << 30)
-        engine.state = EngineState.HEALTHY
-        cl._engines[address.entry] = engine
+        specs = EngineSpecs(daemon_id=f"D{i}", name=f"node-{i}", cpus=2, memory=1 << 30)
+        engine = adopt_engine(cl, f"127.0.0.1:{9100 + i}", specs)
         answer(engine, no_answer)
         engines.append(engine)
     try:

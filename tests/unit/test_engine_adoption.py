@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import pytest_asyncio
 
-from shoal.cluster.client import EngineAddress, EngineClient, decode_body
+from shoal.cluster.client import EngineClient, decode_body
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
 from shoal.cluster.engine_cache import (
@@ -24,6 +24,7 @@ from shoal.cluster.engine_cache import (
 from shoal.cluster.events import EventBus
 from shoal.cluster.passthrough import RawPool
 from shoal.scheduler.scheduler import Scheduler
+from tests.unit.cluster_factories import adopt_engine
 
 
 def inspect_doc(n: int, state: str = "running") -> dict[str, Any]:
@@ -122,10 +123,8 @@ async def cluster() -> AsyncIterator[Cluster]:
 def add(cluster: Cluster, name: str, docs: list[dict[str, Any]], probe: Probe) -> Engine:
     entry = f"127.0.0.1:{2375 + len(cluster.all_engines())}"
     client = FakeEngineClient(name, docs, probe)
-    engine = Engine(EngineAddress.parse(entry), cast(EngineClient, client), cluster.settings,
-                    cluster, inspect_slots=cluster._inspect_slots)
-    cluster._engines[entry] = engine
-    return engine
+    return adopt_engine(cluster, entry, None, client=client, state=EngineState.PENDING,
+                        inspect_slots=cluster._inspect_slots)
 
 
 def fake(engine: Engine) -> FakeEngineClient:

@@ -14,7 +14,6 @@ from dataclasses import replace
 
 import pytest
 
-from shoal.cluster.client import EngineAddress, EngineClient
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
 from shoal.cluster.errors import EngineConnectionError
@@ -23,6 +22,7 @@ from shoal.cluster.records import EngineSpecs
 from shoal.options import OptionsError, RawManage, parse_manage
 from shoal.scheduler.errors import SchedulerError
 from shoal.scheduler.scheduler import Scheduler
+from tests.unit.cluster_factories import adopt_engine
 
 PING_OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nOK"
 SETTINGS = EngineSettings(failure_retry=3, probe_timeout=0.3)
@@ -95,12 +95,8 @@ async def running(settings: EngineSettings = SETTINGS) -> AsyncIterator[tuple[Cl
 
 def join(cluster: Cluster, entry: str, name: str) -> Engine:
     """A validated, Healthy engine at ENTRY (its loops are not started)."""
-    address = EngineAddress.parse(entry)
-    engine = Engine(address, EngineClient(address, None), cluster.settings, cluster)
-    engine.specs = EngineSpecs(daemon_id=f"ID-{name}", name=name, cpus=2, memory=2**32)
-    engine.state = EngineState.HEALTHY
-    cluster._engines[entry] = engine
-    return engine
+    specs = EngineSpecs(daemon_id=f"ID-{name}", name=name, cpus=2, memory=2**32)
+    return adopt_engine(cluster, entry, specs)
 
 
 def closed_port() -> str:

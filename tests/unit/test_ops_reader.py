@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest_asyncio
 
-from shoal.cluster.client import EngineAddress, EngineClient
 from shoal.cluster.cluster import Cluster
-from shoal.cluster.engine import Engine, EngineSettings, EngineState
+from shoal.cluster.engine import EngineSettings, EngineState
 from shoal.cluster.events import EventBus
 from shoal.cluster.records import Container, EngineSpecs
 from shoal.ops.snapshot import ClusterReader
 from shoal.scheduler.scheduler import Scheduler
+from tests.unit.cluster_factories import adopt_engine
 
 SWARM_ID = "com.docker.swarm.id"
 
@@ -33,13 +33,8 @@ async def cluster() -> AsyncIterator[Cluster]:
     settings = EngineSettings(overcommit=0.0)
     made = Cluster(settings, Scheduler(["health"], "spread"), EventBus())
     for i, state in enumerate((EngineState.HEALTHY, EngineState.UNHEALTHY, EngineState.PENDING)):
-        entry = f"10.0.0.{i + 1}:2375"
-        address = EngineAddress.parse(entry)
-        engine = Engine(address, EngineClient(address, None), settings, made)
-        engine.specs = EngineSpecs(daemon_id=f"D{i}", name=f"node-{10 - i}", cpus=4,
-                                   memory=8 << 30)
-        engine.state = state
-        made._engines[entry] = engine
+        specs = EngineSpecs(daemon_id=f"D{i}", name=f"node-{10 - i}", cpus=4, memory=8 << 30)
+        adopt_engine(made, f"10.0.0.{i + 1}:2375", specs, state=state)
     yield made
     for engine in made.all_engines():
         await engine.client.close()

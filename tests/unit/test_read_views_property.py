@@ -31,12 +31,12 @@ from shoal.api.primary.container_list import (
 )
 from shoal.api.primary.context import ApiContext
 from shoal.api.primary.system import build_info, info
-from shoal.cluster.client import EngineAddress, EngineClient
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine, EngineSettings, EngineState
 from shoal.cluster.events import EventBus
 from shoal.cluster.records import Container, EngineSpecs, Image
 from shoal.scheduler.scheduler import Scheduler
+from tests.unit.cluster_factories import adopt_engine
 
 SWARM_ID = "com.docker.swarm.id"
 START = 1_780_000_000.0
@@ -225,12 +225,8 @@ async def run_sequence(sequence: list[tuple[Any, ...]], *, read_every: int = 1) 
     cluster = Cluster(settings_, Scheduler(), EventBus())
     engines = []
     for i in range(ENGINES):
-        address = EngineAddress.parse(f"10.0.0.{i + 1}:2375")
-        engine = Engine(address, EngineClient(address, None), settings_, cluster,
-                        clock=lambda: START)  # fmt: skip
-        engine.specs = EngineSpecs(daemon_id=f"D{i}", name=f"node-{i}", cpus=4, memory=8 << 30)
-        engine.state = EngineState.HEALTHY
-        cluster._engines[address.entry] = engine
+        specs = EngineSpecs(daemon_id=f"D{i}", name=f"node-{i}", cpus=4, memory=8 << 30)
+        engine = adopt_engine(cluster, f"10.0.0.{i + 1}:2375", specs, clock=lambda: START)
         engines.append(engine)
     w = World(cluster, engines)
     ctx = ApiContext(cluster, filters=["health"])

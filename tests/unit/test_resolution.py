@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from shoal.cluster.client import EngineAddress, EngineClient
 from shoal.cluster.cluster import Cluster
-from shoal.cluster.engine import Engine, EngineSettings, EngineState
+from shoal.cluster.engine import Engine, EngineSettings
 from shoal.cluster.errors import NotFound
 from shoal.cluster.events import EventBus
 from shoal.cluster.prefix import SortedKeys
 from shoal.cluster.records import SWARM_ID_LABEL, Container, EngineSpecs, Image, ImageIndex
 from shoal.scheduler.scheduler import Scheduler
+from tests.unit.cluster_factories import adopt_engine
 
 
 def container(cid: str, name: str, swarm_id: str | None = None) -> Container:
@@ -28,11 +28,8 @@ async def cluster() -> AsyncIterator[tuple[Cluster, Engine, Engine]]:
     cl = Cluster(EngineSettings(), Scheduler(), EventBus())
     engines = []
     for i in range(2):
-        address = EngineAddress.parse(f"127.0.0.1:{9000 + i}")
-        engine = Engine(address, EngineClient(address, None), EngineSettings(), cl)
-        engine.specs = EngineSpecs(daemon_id=f"D{i}", name=f"node-{i}", cpus=2, memory=1 << 30)
-        engine.state = EngineState.HEALTHY
-        cl._engines[address.entry] = engine
+        specs = EngineSpecs(daemon_id=f"D{i}", name=f"node-{i}", cpus=2, memory=1 << 30)
+        engine = adopt_engine(cl, f"127.0.0.1:{9000 + i}", specs)
         engines.append(engine)
     try:
         yield cl, engines[0], engines[1]

@@ -13,7 +13,6 @@ import pytest
 import pytest_asyncio
 
 from shoal.cluster.client import (
-    EngineAddress,
     EngineClient,
     EngineConnectionError,
     EngineError,
@@ -26,6 +25,7 @@ from shoal.cluster.records import SWARM_ID_LABEL, Container, EngineSpecs
 from shoal.cluster.watchdog import Watchdog, plain_link, recreate_config, wants_reschedule
 from shoal.scheduler.labels import CONSTRAINTS_LABEL, RESCHEDULE_LABEL
 from shoal.scheduler.scheduler import Scheduler
+from tests.unit.cluster_factories import adopt_engine
 
 POLICY = '["on-node-failure"]'
 _ids = itertools.count(1)
@@ -137,15 +137,10 @@ class FakeClient:
 
 def add_engine(cluster: Cluster, name: str, labels: Mapping[str, str] | None = None) -> Engine:
     entry = f"127.0.0.1:{2375 + len(cluster.all_engines())}"
-    client = FakeClient(name, labels)
-    address = EngineAddress.parse(entry)
-    engine = Engine(address, cast(EngineClient, client), cluster.settings, cluster)
-    engine.specs = EngineSpecs(
+    specs = EngineSpecs(
         daemon_id=f"ID-{name}", name=name, cpus=2, memory=2**32, labels=dict(labels or {})
     )
-    engine.state = EngineState.HEALTHY
-    cluster._engines[entry] = engine
-    return engine
+    return adopt_engine(cluster, entry, specs, client=FakeClient(name, labels))
 
 
 def put(engine: Engine, inspect: dict[str, Any]) -> Container:
