@@ -330,7 +330,7 @@ class Cluster:
         if placed is not None:
             return placed
         for placed in self._index.all():
-            if exec_id in (placed.container.inspect.get("ExecIDs") or ()):
+            if exec_id in placed.container.exec_ids:
                 return placed
         raise NotFound(f"No such exec instance: {exec_id}")
 

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,16 +87,30 @@ class InspectQueue:
         self._slots.release()
 
 
-@dataclass(slots=True)
 class ListedContainer(Container):
     """A container known from its engine's list only, until its full inspect arrives.
 
     Its `inspect` holds what the list says (name, labels, state, image, networks,
     mounts), so indexes, counts and `ps` serve it at once; reads that need the rest
     (the inspect route, scheduling reservations) fetch it first (`Engine.inspected`).
+    It is short-lived, so it is not packed.
     """
 
-    listing: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("_doc", "listing")
+
+    def __init__(
+        self, inspect: dict[str, Any], engine_cpus: int, listing: dict[str, Any]
+    ) -> None:
+        self._decode(inspect, engine_cpus)
+        self._doc = inspect
+        self.listing = listing
+
+    @property
+    def inspect(self) -> dict[str, Any]:
+        return self._doc
+
+    def _identity(self) -> object:
+        return self._doc
 
     def summary(self, now: float) -> dict[str, Any]:
         """The engine's own list entry (its `Status` as of the listing)."""

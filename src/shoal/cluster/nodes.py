@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from shoal.cluster.engine_state import EngineState
 from shoal.scheduler.node import Node, NodeContainer, NodeImage
+from shoal.scheduler.resources import container_cpus
 
 if TYPE_CHECKING:
     from shoal.cluster.engine import Engine
@@ -33,11 +34,30 @@ _FAILURES = attrgetter("failure_count")
 _SPECS = attrgetter("specs")
 
 
+def node_container(container: Container, engine_cpus: int) -> NodeContainer:
+    """The scheduler's record of a cached container (as `NodeContainer.from_inspect` reads
+    a full inspect), from the fields the compact record keeps decoded."""
+    placement = container.host_placement
+    return NodeContainer(
+        id=container.id,
+        names=(container.name,) if container.name else (),
+        image=container.image or container.image_id,
+        labels=container.labels,
+        state=container.status,
+        host_config=placement,
+        config_exposed_ports=container.exposed_ports,
+        network_ports=container.network_ports,
+        cpus=container_cpus(placement, engine_cpus),
+        memory=container.reserved_memory,
+        swarm_id=container.swarm_id,
+    )
+
+
 def build_node(engine: Engine) -> Node:
     """An engine's view from scratch: the reference every kept view must equal."""
     cpus = engine.specs.cpus or 1
     return engine_node(
-        engine, [NodeContainer.from_inspect(c.inspect, cpus) for c in engine.containers.values()]
+        engine, [node_container(c, cpus) for c in engine.containers.values()]
     )
 
 
@@ -107,7 +127,7 @@ class NodeViews:
                 parts.pop(old.id, None)
             return
         cpus = engine.specs.cpus or 1
-        parts[new.id] = _Part(new, cpus, NodeContainer.from_inspect(new.inspect, cpus))
+        parts[new.id] = _Part(new, cpus, node_container(new, cpus))
 
     def nodes(
         self,
@@ -198,7 +218,7 @@ class NodeViews:
         for cid, container in engine.containers.items():
             part = parts.get(cid)
             if part is None or part.container is not container or part.engine_cpus != cpus:
-                part = _Part(container, cpus, NodeContainer.from_inspect(container.inspect, cpus))
+                part = _Part(container, cpus, node_container(container, cpus))
                 parts[cid] = part
             containers.append(part.node_container)
         if len(parts) > len(containers):  # records of containers gone unannounced

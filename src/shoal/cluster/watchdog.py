@@ -46,7 +46,8 @@ def wants_reschedule(container: Container) -> bool:
     """
     if isinstance(container, ListedContainer):
         return False
-    return rules_from_config(container.config, "reschedule") == [RESCHEDULE_ON_NODE_FAILURE]
+    config = container.inspect.get("Config") or {}
+    return rules_from_config(config, "reschedule") == [RESCHEDULE_ON_NODE_FAILURE]
 
 
 def plain_link(link: str) -> str:
@@ -66,10 +67,10 @@ def recreate_config(container: Container) -> tuple[dict[str, Any], dict[str, dic
     """
     inspect = container.inspect
     short = container.id[:12]
-    config: dict[str, Any] = copy.deepcopy(dict(container.config))
+    config: dict[str, Any] = copy.deepcopy(inspect.get("Config") or {})
     if config.get("Hostname") == short:
         config.pop("Hostname")
-    host_config: dict[str, Any] = copy.deepcopy(dict(container.host_config))
+    host_config: dict[str, Any] = copy.deepcopy(inspect.get("HostConfig") or {})
     shares = int(host_config.get("CpuShares") or 0)
     if shares:
         host_config["CpuShares"] = shares * container.engine_cpus // 1024

@@ -166,7 +166,7 @@ class ClusterReader:
                     ContainerView(
                         id=c.id,
                         name=c.name.lstrip("/"),
-                        image=str(c.config.get("Image") or ""),
+                        image=c.image,
                         state=c.status or "unknown",
                     )
                     for c in seen
