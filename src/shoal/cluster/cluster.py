@@ -236,6 +236,15 @@ class Cluster:
 
     def _touch(self, engine: Engine) -> None:
         self._views.touch(engine)
+        self.views.touch(engine)
+
+    def engine_touched(self, engine: Engine, field: str) -> None:
+        """An engine field was assigned: `/info` re-reads that engine (only)."""
+        self.views.touch(engine)
+
+    def is_member(self, engine: Engine) -> bool:
+        """ENGINE is (still) one of this cluster's engines."""
+        return self._engines.get(engine.address.entry) is engine
 
     def images_changed(self, engine: Engine) -> None:
         """The engine's image list was refreshed: rebuild its scheduler view (image affinity)."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.cluster.client import READ_TIMEOUT
 from shoal.cluster.engine_cache import EngineCache
-from shoal.cluster.engine_state import EngineState
+from shoal.cluster.engine_state import EngineState, told_fields
 from shoal.cluster.errors import EngineConnectionError, EngineError, EngineFailure
 from shoal.logs import fields
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoal.cluster.engine")
 
 
+@told_fields("state", "error", "updated_at", "failure_count", "specs")
 class EngineHealth(EngineCache):
     """Health probes, the Healthy/Unhealthy flips and the recovery of a returning engine."""
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from shoal.cluster.records import Container
 from shoal.telemetry import NO_TELEMETRY, EngineTelemetry
 
 if TYPE_CHECKING:
     from shoal.cluster.engine import Engine
+
+
+T = TypeVar("T")
 
 
 class EngineState(enum.Enum):
@@ -33,6 +37,36 @@ class EngineSettings:
     telemetry: EngineTelemetry = field(default=NO_TELEMETRY, compare=False, repr=False)
 
 
+class _Told:
+    """A field whose every assignment is told to the object's `listener`
+    (`engine_touched`). It has no `__get__`, so reads stay plain instance-dict reads."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        state = obj.__dict__
+        state[self.name] = value
+        listener = state.get("listener")
+        if listener is not None:
+            listener.engine_touched(obj, self.name)
+
+
+def told_fields(*names: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator: assignments of NAMES reach the listener, whoever makes them, so
+    views kept from an engine's fields (the `/info` node blocks) hear of every change
+    instead of comparing every engine's fields on every read."""
+
+    def decorate(cls: type[T]) -> type[T]:
+        for name in names:
+            setattr(cls, name, _Told(name))
+        return cls
+
+    return decorate
+
+
 class EngineListener(Protocol):
     """What an engine tells its cluster; the cluster keeps cross-engine indexes from it."""
 
@@ -47,6 +81,8 @@ class EngineListener(Protocol):
     def engine_event(self, engine: Engine, event: dict[str, Any]) -> None: ...
 
     def images_changed(self, engine: Engine) -> None: ...
+
+    def engine_touched(self, engine: Engine, field: str) -> None: ...
 
     def duplicate_copies(
         self, engine: Engine, listing: list[dict[str, Any]], *, newer_only: bool

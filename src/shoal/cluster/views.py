@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.cluster.engine import Engine
 from shoal.cluster.index import Placed
+from shoal.cluster.info_tally import BlockRenderer, InfoTally
 from shoal.cluster.records import Container
 
 #: Past this many pending changes, the order is rebuilt by one sort instead of patched.
@@ -63,16 +64,6 @@ class EngineView:
     healthy: bool = False
     _totals: NodeTotals | None = None
     _totals_key: tuple[int, int] = (-1, -1)
-    #: A reader's rendering of this engine (the `/info` node block), valid while
-    #: `block_key` is what the reader computes now.
-    block_key: tuple[object, ...] | None = None
-    block: bytes = b""
-    sort_key: list[Any] = field(default_factory=list)
-    #: (total CPUs, total memory), read with the block (both follow the specs).
-    capacity: tuple[int, int] = (0, 0)
-    #: The engine's image list as last counted, and the reader's count of it.
-    images_seen: object = None
-    image_keys: tuple[str, ...] = ()
 
     def totals(self) -> NodeTotals:
         """Counts and reservations, recounted only after one of its containers changed."""
@@ -124,6 +115,9 @@ class ReadViews:
     _removed: list[Slot] = field(default_factory=list)
     #: Set when the pending changes outgrew the order: the next read sorts afresh.
     _rebuild: bool = False
+    #: Engines whose share of `/info` may have changed since the tally last saw them.
+    _touched: set[Engine] = field(default_factory=set)
+    _tally: InfoTally = field(default_factory=InfoTally)
 
     # -- changes (called by the cluster) ------------------------------------------
     def container_changed(
@@ -131,6 +125,7 @@ class ReadViews:
     ) -> None:
         view = self.view(engine)
         view.generation += 1
+        self._touched.add(engine)
         if old is not None:
             self._remove(engine, old)
         if new is not None:
@@ -144,6 +139,25 @@ class ReadViews:
         for container in list(engine.containers.values()):
             self._remove(engine, container)
         self._engines.pop(engine, None)
+        self._touched.add(engine)
+
+    def touch(self, engine: Engine) -> None:
+        """Something `/info` shows of ENGINE changed (state, error, specs, images...)."""
+        self._touched.add(engine)
+
+    def info(
+        self,
+        is_member: Callable[[Engine], bool],
+        render: BlockRenderer,
+        sort_key: Callable[[Engine], tuple[Any, ...]],
+    ) -> InfoTally:
+        """The `/info` tally, brought up to date with the engines touched since the last
+        read (IS_MEMBER tells whether one is still in the cluster)."""
+        touched, self._touched = self._touched, set()
+        for engine in touched:
+            view = self.view(engine) if is_member(engine) else None
+            self._tally.update(engine, view, render, sort_key)
+        return self._tally
 
     def _add(self, view: EngineView, container: Container) -> None:
         cid = container.id

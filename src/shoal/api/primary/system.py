@@ -99,7 +99,7 @@ def status_header(ctx: ApiContext, nodes: int) -> list[list[str]]:
 def system_status(ctx: ApiContext, engines: list[Engine]) -> list[list[str]]:
     """Classic Swarm's `SystemStatus` pairs: role, strategy, filters, then one block a node."""
     status = status_header(ctx, len(engines))
-    for engine in sorted(engines, key=lambda e: natural_key(e.name)):
+    for engine in sorted(engines, key=node_order):
         status += engine_status_lines(engine)
     return status
 
@@ -201,44 +201,28 @@ def info_fields(ctx: ApiContext, totals: InfoTotals) -> tuple[dict[str, Any], di
     return head, tail
 
 
+def node_order(engine: Engine) -> tuple[Any, ...]:
+    """Node blocks by name, `node-2` before `node-10`; the address breaks ties."""
+    return (natural_key(engine.name), engine.addr)
+
+
+def node_block(engine: Engine, totals: NodeTotals) -> bytes:
+    """ENGINE's encoded `SystemStatus` pairs, to join between the others' ."""
+    return dumps(engine_status_lines(engine, totals))[1:-1]
+
+
 def info_body(ctx: ApiContext) -> bytes:
-    """`/info` from the kept views: each node's block and totals are reworked only when
-    that engine changed, and the answer is joined from the encoded pieces."""
+    """`/info` from the kept tally, patched with the engines that changed since the last
+    read, and joined from the encoded pieces."""
     cluster = ctx.cluster
-    engines = [e for e in cluster.all_engines() if e.state is not EngineState.DISCONNECTED]
-    views = cluster.views.engine_views(engines)
-    containers = running = paused = cpus = memory = 0
-    per_engine_images: list[tuple[str, ...]] = []
-    blocks: list[tuple[list[Any], bytes]] = []
-    for view in views:
-        engine = view.engine
-        state = engine.state
-        totals = view.totals()
-        key = (totals, state, engine.error, engine.updated_at, engine.specs)
-        if view.block_key != key:
-            view.block = dumps(engine_status_lines(engine, totals))[1:-1]
-            view.block_key = key
-            view.sort_key = natural_key(engine.name)
-            view.capacity = (engine.total_cpus, engine.total_memory)
-        blocks.append((view.sort_key, view.block))
-        if state is not EngineState.PENDING:
-            containers += totals.total
-            running += totals.running
-            paused += totals.paused
-            cpus += view.capacity[0]
-            memory += view.capacity[1]
-            if view.images_seen is not engine.images:
-                view.images_seen = engine.images
-                view.image_keys = image_keys(engine)
-            per_engine_images.append(view.image_keys)
-    blocks.sort(key=lambda b: b[0])
-    totals_now = InfoTotals(
-        containers, running, paused, count_images(per_engine_images), cpus, memory
+    tally = cluster.views.info(cluster.is_member, node_block, node_order)
+    totals = InfoTotals(
+        tally.containers, tally.running, tally.paused, tally.images, tally.cpus, tally.memory
     )
-    head, tail = info_fields(ctx, totals_now)
-    status = dumps(status_header(ctx, len(engines)))
+    head, tail = info_fields(ctx, totals)
+    status = dumps(status_header(ctx, tally.nodes))
     parts = [dumps(head)[:-1], b',"SystemStatus":', status[:-1]]
-    for _, block in blocks:
+    for block in tally.blocks():
         parts.append(b",")
         parts.append(block)
     parts += [b"],", dumps(tail)[1:], b"\n"]
