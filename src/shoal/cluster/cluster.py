@@ -126,6 +126,10 @@ class Cluster:
         if waiting:
             await asyncio.gather(*waiting)
 
+    async def adoption_settled(self) -> None:
+        """Until the first adoption is over: every container of it inspected."""
+        await self._inspect_slots.settled.wait()
+
     async def remove_engine(self, entry: str) -> None:
         engine = self._engines.pop(entry, None)
         if engine is None:

@@ -54,6 +54,8 @@ class InspectQueue:
         self._quiet.set()
         self._filling = 0
         self._announced = False
+        #: Set once every container of the first adoption has its inspect.
+        self.settled = asyncio.Event()
 
     def filling(self, delta: int) -> None:
         """An engine's background inspects began (+1) or ended (-1); the first time none
@@ -61,6 +63,7 @@ class InspectQueue:
         self._filling += delta
         if self._filling <= 0 and not self._adopting and not self._announced:
             self._announced = True
+            self.settled.set()
             log.info("Every adopted container inspected")
 
     def adoption_started(self) -> None:

@@ -37,9 +37,12 @@ class EngineSettings:
     telemetry: EngineTelemetry = field(default=NO_TELEMETRY, compare=False, repr=False)
 
 
+_UNSET = object()
+
+
 class _Told:
-    """A field whose every assignment is told to the object's `listener`
-    (`engine_touched`). It has no `__get__`, so reads stay plain instance-dict reads."""
+    """A field whose every change is told to the object's `listener` (`engine_touched`).
+    It has no `__get__`, so reads stay plain instance-dict reads."""
 
     __slots__ = ("name",)
 
@@ -48,9 +51,10 @@ class _Told:
 
     def __set__(self, obj: Any, value: Any) -> None:
         state = obj.__dict__
+        unchanged = state.get(self.name, _UNSET) == value
         state[self.name] = value
         listener = state.get("listener")
-        if listener is not None:
+        if listener is not None and not unchanged:
             listener.engine_touched(obj, self.name)
 
 
