@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,6 +104,8 @@ class ListedContainer(Container):
         self, inspect: dict[str, Any], engine_cpus: int, listing: dict[str, Any]
     ) -> None:
         self._decode(inspect, engine_cpus)
+        created = listing.get("Created")
+        self.created = float(created) if isinstance(created, int | float) else 0.0
         self._doc = inspect
         self.listing = listing
 
@@ -129,18 +130,12 @@ def primary_name(names: list[str]) -> str:
 
 
 def listed_container(item: dict[str, Any], engine_cpus: int) -> ListedContainer:
-    """A list entry in inspect shape, for the fields the list carries."""
+    """A list entry in inspect shape, for the fields the list carries (its creation time
+    is the list's number, kept as `created`)."""
     state = str(item.get("State") or "")
-    created = item.get("Created")
-    stamp = (
-        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
-        if isinstance(created, int | float)
-        else ""
-    )
     inspect: dict[str, Any] = {
         "Id": item["Id"],
         "Name": primary_name(item.get("Names") or []),
-        "Created": stamp,
         "Image": item.get("ImageID", ""),
         "State": {
             "Status": state,
