@@ -102,7 +102,12 @@ async def _pump(body: AsyncIterator[bytes], writer: asyncio.StreamWriter, chunke
         if chunk:
             if transport.is_closing():
                 raise ConnectionResetError("client connection closed")
-            writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if not chunked:
+                writer.write(chunk)
+            elif len(chunk) <= _INLINE_BODY:
+                writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            else:  # no copy of a big chunk (a long container list comes in 1 MB ones)
+                writer.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
         await writer.drain()
     if chunked:
         writer.write(b"0\r\n\r\n")

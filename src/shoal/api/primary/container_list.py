@@ -30,8 +30,9 @@ HOST_DOWN = dumps("Host Down")
 #: Keys of a list entry after its Status (encoded apart, so Status can be spliced in).
 AFTER_STATUS = ("HostConfig", "NetworkSettings", "Mounts")
 
-#: Bytes of list entries per chunk of a long list.
-LIST_CHUNK = 256 * 1024
+#: Bytes of list entries per chunk of a long list: small enough not to matter to memory,
+#: big enough that the chunks cost nothing next to the entries.
+LIST_CHUNK = 1024 * 1024
 #: Filter keys of `GET /containers/json`: the engine's, plus classic Swarm's `node`.
 PS_FILTERS = frozenset(
     {
