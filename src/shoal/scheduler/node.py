@@ -195,6 +195,14 @@ class Node:
     total_memory: int = 0
     containers: Sequence[NodeContainer] = ()  # cached and pending
     images: Sequence[NodeImage] = ()
+    #: Reservations, summed when the snapshot is made (one engine's containers), so that
+    #: the first decision over a fresh set of views does not sum every container at once.
+    used_cpus: int = field(init=False)
+    used_memory: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.used_cpus = sum(c.cpus for c in self.containers)
+        self.used_memory = sum(c.memory for c in self.containers)
 
     def __repr__(self) -> str:
         return f"Node(id={self.id!r}, name={self.name!r})"
@@ -214,14 +222,6 @@ class Node:
         if raw is None or _ATOI_RE.fullmatch(raw) is None:
             return None
         return int(raw)
-
-    @cached_property
-    def used_cpus(self) -> int:
-        return sum(c.cpus for c in self.containers)
-
-    @cached_property
-    def used_memory(self) -> int:
-        return sum(c.memory for c in self.containers)
 
     @cached_property
     def host_exposed_ports(self) -> frozenset[str]:
