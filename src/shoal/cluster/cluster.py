@@ -243,8 +243,10 @@ class Cluster:
         self.views.touch(engine)
 
     def engine_touched(self, engine: Engine, field: str) -> None:
-        """An engine field was assigned: `/info` re-reads that engine (only)."""
+        """An engine field changed: `/info` and the scheduler's views re-read that engine
+        (only)."""
         self.views.touch(engine)
+        self._views.engine_changed(engine, field)
 
     def is_member(self, engine: Engine) -> bool:
         """ENGINE is (still) one of this cluster's engines."""

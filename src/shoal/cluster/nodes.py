@@ -4,8 +4,9 @@ A create must not rebuild a thousand views to place one container: each engine's
 `Node` is rebuilt only when that engine reported a change (`touch`), from per-container
 parts made when each container changed (so a rebuild reads one new inspect, not all),
 the list of views is kept between creates, and a pending create is overlaid on its one
-node. Engines do not report health-counter or identity changes, so every read compares
-one small tuple per engine (C-speed list equality) to notice them; nothing else is walked.
+node. Engines tell every change of their state, specs and failure count
+(`engine_changed`); a read compares only the list of engines (C-speed list equality),
+to notice joins and leaves; nothing else is walked.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from shoal.cluster.engine_state import EngineState
@@ -23,15 +23,6 @@ from shoal.scheduler.resources import container_cpus
 if TYPE_CHECKING:
     from shoal.cluster.engine import Engine
     from shoal.cluster.records import Container, EngineSpecs
-
-#: What engines do not report when it changes: membership, and per engine its state,
-#: health counter and specs. Lists of existing objects (no object made per engine: at
-#: a thousand engines, per-engine tuples cost more in garbage collection than to compare).
-Marks = tuple[list["Engine"], list[EngineState], list[int], list["EngineSpecs"]]
-
-_STATE = attrgetter("state")
-_FAILURES = attrgetter("failure_count")
-_SPECS = attrgetter("specs")
 
 
 def node_container(container: Container, engine_cpus: int) -> NodeContainer:
@@ -102,7 +93,9 @@ class NodeViews:
         #: Bumped by `touch`: an engine's containers or images changed.
         self._generation: dict[Engine, int] = {}
         self._built: dict[Engine, _Built] = {}
-        self._marks: Marks = ([], [], [], [])
+        #: The engines the list was made of, and whether a state or specs changed since.
+        self._listed: list[Engine] = []
+        self._stale = True
         self._nodes: list[Node] = []
         self._position: dict[Engine, int] = {}
         self._active: tuple[Engine, ...] = ()
@@ -115,6 +108,14 @@ class NodeViews:
         """ENGINE's cache changed: its view is rebuilt at the next read, no other."""
         self._generation[engine] = self._generation.get(engine, 0) + 1
         self._dirty.add(engine)
+
+    def engine_changed(self, engine: Engine, field: str) -> None:
+        """An engine field changed (engines tell every change, `told_fields`): a state or
+        specs change may move it in or out of the list, a failure count only its health."""
+        if field in ("state", "specs"):
+            self._stale = True
+        elif field == "failure_count":
+            self._dirty.add(engine)
 
     def container_changed(
         self, engine: Engine, old: Container | None, new: Container | None
@@ -156,12 +157,8 @@ class NodeViews:
 
     def _sync(self, engines: Iterable[Engine]) -> None:
         listed = list(engines)
-        marks = (
-            listed, list(map(_STATE, listed)), list(map(_FAILURES, listed)),
-            list(map(_SPECS, listed)),
-        )
-        if marks != self._marks:
-            self._resync(marks)
+        if self._stale or listed != self._listed:
+            self._resync(listed)
         elif self._dirty:
             nodes = self._nodes
             for engine in self._dirty:
@@ -173,27 +170,28 @@ class NodeViews:
             self._nodes = nodes
         self._dirty.clear()
 
-    def _resync(self, marks: Marks) -> None:
-        """Engines joined, left, or changed state, health or specs: redo the list (not
-        the views of engines whose caches did not change)."""
+    def _resync(self, listed: list[Engine]) -> None:
+        """Engines joined, left, or changed state or specs: redo the list (not the views of
+        engines whose caches did not change)."""
         nodes: list[Node] = []
         position: dict[Engine, int] = {}
         by_id: dict[str, Engine] = {}
-        for engine, state in zip(marks[0], marks[1], strict=True):
-            if state is EngineState.PENDING:
+        for engine in listed:
+            if engine.state is EngineState.PENDING:
                 continue
             position[engine] = len(nodes)
             node = self._view(engine)
             by_id.setdefault(node.id, engine)
             nodes.append(node)
-        present = set(marks[0])
+        present = set(listed)
         for gone in [e for e in self._built if e not in present]:
             del self._built[gone]
         for gone in [e for e in self._generation if e not in present]:
             del self._generation[gone]
         for gone in [e for e in self._parts if e not in present]:
             del self._parts[gone]
-        self._marks, self._nodes, self._position, self._by_id = marks, nodes, position, by_id
+        self._listed, self._stale = listed, False
+        self._nodes, self._position, self._by_id = nodes, position, by_id
         self._active = tuple(position)
 
     def _view(self, engine: Engine) -> Node:
