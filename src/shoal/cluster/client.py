@@ -193,10 +193,10 @@ class EngineClient:
             raise EngineError(status, error_message(raw, status))
         return decode_body(raw)
 
-    async def stream_lines(
+    async def stream_batches(
         self, path: str, params: Mapping[str, str] | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """A long-lived JSON-lines stream such as `/events`."""
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """A long-lived JSON-lines stream such as `/events`, a batch per read."""
         url = self.base_url + self.api_prefix + path
         try:
             async with self.session.get(
@@ -208,8 +208,8 @@ class EngineClient:
             ) as resp:
                 if resp.status >= 400:
                     raise EngineError(resp.status, error_message(await resp.read(), resp.status))
-                async for obj in json_objects(resp.content.iter_any()):
-                    yield obj
+                async for batch in json_batches(resp.content.iter_any()):
+                    yield batch
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise EngineConnectionError(connection_error_text(self.address, exc)) from exc
 
@@ -238,10 +238,20 @@ async def json_objects(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, 
 
     A trailing fragment that never completes comes out as `{"stream": text}`.
     """
+    async for batch in json_batches(chunks):
+        for obj in batch:
+            yield obj
+
+
+async def json_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[dict[str, Any]]]:
+    """`json_objects`, a list per chunk read: what arrived while the reader was busy
+    comes together, so the reader can look ahead (a container destroyed later in the
+    batch needs no refresh before)."""
     decoder = json.JSONDecoder()
     buffer = ""
     async for chunk in chunks:
         buffer += chunk.decode(errors="replace")
+        batch: list[dict[str, Any]] = []
         while True:
             buffer = buffer.lstrip()
             if not buffer:
@@ -252,9 +262,11 @@ async def json_objects(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, 
                 break
             buffer = buffer[end:]
             if isinstance(obj, dict):
-                yield obj
+                batch.append(obj)
+        if batch:
+            yield batch
     if buffer.strip():
-        yield {"stream": buffer}
+        yield [{"stream": buffer}]
 
 
 def decode_body(raw: bytes) -> Any:

@@ -21,25 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Container events after which the cached inspect is stale .
-REFRESH_EVENTS = frozenset(
-    {
-        "die",
-        "kill",
-        "oom",
-        "pause",
-        "start",
-        "restart",
-        "stop",
-        "unpause",
-        "rename",
-        "update",
-        "create",
-        "health_status",
-        "exec_create",
-    }
-)
-#: Container events that change nothing shoal caches.
+#: Container events that change nothing shoal caches (any other is followed by an inspect).
 QUIET_EVENTS = frozenset(
     {
         "top",
@@ -55,6 +37,20 @@ QUIET_EVENTS = frozenset(
         "archive-path",
     }
 )
+
+
+def _actor(event: dict[str, Any]) -> str:
+    return str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
+
+
+def destroyed_later(batch: list[dict[str, Any]]) -> dict[str, int]:
+    """Container ID -> position of its `destroy` event in BATCH."""
+    return {
+        _actor(e): i
+        for i, e in enumerate(batch)
+        if (e.get("Type") or "container") == "container"
+        and str(e.get("Action") or e.get("status") or "").startswith("destroy")
+    }
 
 
 class EventMonitor:
@@ -77,11 +73,13 @@ class EventMonitor:
                 continue
             params = {"since": since_param(self.last_nano)}
             try:
-                async for event in self.engine.client.stream_lines("/events", params=params):
+                async for batch in self.engine.client.stream_batches("/events", params=params):
                     if failures:
                         failures = 0
                     self.engine.record_success()
-                    await self.handle(event)
+                    doomed = destroyed_later(batch)
+                    for i, event in enumerate(batch):
+                        await self.handle(event, skip_refresh=doomed.get(_actor(event), -1) > i)
                 # A clean end of stream: the daemon is going away.
                 raise EngineConnectionError(f"event stream of {self.engine.addr} ended")
             except EngineConnectionError as exc:
@@ -105,7 +103,10 @@ class EventMonitor:
                 with contextlib.suppress(EngineFailure, ValueError):
                     await self.engine.update_specs()
 
-    async def handle(self, event: dict[str, Any]) -> None:
+    async def handle(self, event: dict[str, Any], *, skip_refresh: bool = False) -> None:
+        """Refresh what EVENT changed, then publish it. SKIP_REFRESH: the container is
+        destroyed later in the same batch, so its inspect would only delay the removal
+        (behind a build's dozen events, long enough for a list to show a gone container)."""
         if not (event.get("Action") or event.get("status")):
             return  # not an event: e.g. the fragment of one cut off by a dying engine
         if not self.seen.first_time(event):
@@ -116,15 +117,13 @@ class EventMonitor:
         kind = event.get("Type") or "container"
         action = str(event.get("Action") or event.get("status") or "")
         actor = event.get("Actor") or {}
-        oid = str(actor.get("ID") or event.get("id") or "")
+        oid = _actor(event)
         try:
             if kind == "container" and oid:
                 base = action.split(":", 1)[0]
                 if base == "destroy":
                     self.engine.forget_container(oid)
-                elif base in REFRESH_EVENTS:
-                    await self.engine.refresh_container(oid)
-                elif base not in QUIET_EVENTS:
+                elif base not in QUIET_EVENTS and not skip_refresh:
                     await self.engine.refresh_container(oid)
                 if base == "commit":
                     await self.engine.refresh_images()
