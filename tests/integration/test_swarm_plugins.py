@@ -8,25 +8,23 @@ call and every swarm-scoped network create then goes to that engine until it lea
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import docker
 import pytest
 import pytest_asyncio
 
 from shoal.sandbox import Sandbox
-from tests.integration.conftest import DOCKER_NEW, run_docker
+from tests.integration.conftest import docker_ok as cli
+from tests.integration.dockerpy import blocking, engine_clients
 from tests.integration.manager import Manager, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-API = "1.41"  # what the sandbox engines (dockerd 20.10) speak
-T = TypeVar("T")
 PLUGIN_CONFIG = {
     "description": "shoal test plugin",
     "documentation": "https://example.invalid/shoal",
@@ -37,31 +35,16 @@ PLUGIN_CONFIG = {
 }
 
 
-async def blocking(call: Callable[[], T]) -> T:
-    """docker-py is synchronous: keep it off the event loop the fixtures run on."""
-    return await asyncio.to_thread(call)
-
-
 @pytest.fixture(scope="module")
-def api(manager3: Manager) -> Iterator[docker.APIClient]:
-    with docker.APIClient(base_url=manager3.tcp, version=API, timeout=120) as client:
-        yield client
+def manager(manager3: Manager) -> Manager:
+    return manager3
 
 
 @pytest.fixture(scope="module")
 def engines(sandbox3: Sandbox) -> Iterator[list[docker.APIClient]]:
-    """docker-py clients of node-0, node-1 and node-2 themselves."""
-    clients = [docker.APIClient(base_url=n.docker_host, version=API, timeout=120)
-               for n in sandbox3.nodes]
-    yield clients
-    for client in clients:
-        client.close()
-
-
-async def cli(host: str, *args: str, timeout: float = 120) -> str:
-    result = await run_docker(host, *args, cli=DOCKER_NEW, timeout=timeout)
-    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}{result.stdout}"
-    return result.stdout
+    """docker-py clients of the nodes' engines themselves."""
+    with engine_clients(sandbox3) as clients:
+        yield clients
 
 
 def status_of(call: Callable[[], Any]) -> tuple[int, str]:
@@ -132,6 +115,10 @@ async def test_plugin_create_list_inspect_set_remove(
     assert listed[0]["Enabled"] is False
     shown = await cli(manager3.tcp, "plugin", "ls", "--format", "{{.Name}} {{.Enabled}}")
     assert shown.split("\n").count(f"{name} false") == 1, shown
+    for enabled, expected in (("false", [name]), ("true", [])):
+        shown = await cli(manager3.tcp, "plugin", "ls", "--filter", f"enabled={enabled}",
+                          "--format", "{{.Name}}")
+        assert [n for n in shown.split() if n == name] == expected, (enabled, shown)
     inspected = await blocking(lambda: api.inspect_plugin("shoal-test/dummy"))
     assert inspected["Name"] == name and inspected["Id"] == copies[0]["Id"]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from shoal.api.http import HTTPError
 from shoal.api.primary.networks import needs_swarm
-from shoal.api.primary.plugins import merged, plugin_path
+from shoal.api.primary.plugins import enabled_wanted, merged, plugin_path
 from shoal.api.primary.swarm_mode import MAX_AGE, SwarmMode, is_manager
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import EngineSettings
@@ -74,3 +75,14 @@ def test_merged_plugin_is_enabled_only_where_every_copy_is() -> None:
 def test_plugin_path_keeps_the_name_readable() -> None:
     assert plugin_path("vieux/sshfs:latest", "json") == "/plugins/vieux/sshfs:latest/json"
     assert plugin_path("a b") == "/plugins/a%20b"
+
+
+def test_enabled_filter_reads_as_the_engines() -> None:
+    assert enabled_wanted(["true"]) is True
+    assert enabled_wanted(["false"]) is False
+    assert enabled_wanted(["false", "true"]) is True
+    for bad in (["1"], ["TRUE"], ["xyz"]):
+        with pytest.raises(HTTPError) as err:
+            enabled_wanted(bad)
+        expected = (400, f"Invalid filter 'enabled=[{bad[0]}]'")
+        assert (err.value.status, err.value.message) == expected

@@ -155,9 +155,10 @@ async def upload_to_each(
     failures joined as `fan_out` joins them (every target must succeed)."""
     fanout = Fanout(request.stream(), len(targets))
     headers = passed_headers(request)
+    positions = {id(engine): index for index, engine in enumerate(targets)}
 
     async def send(engine: Engine) -> None:
-        index = targets.index(engine)
+        index = positions[id(engine)]
         try:
             resp = await engine.stream(
                 "POST", path, params=params, headers=headers, data=fanout.reader(index)

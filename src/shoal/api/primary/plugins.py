@@ -70,6 +70,8 @@ async def list_plugins(ctx: ApiContext, request: Request, params: Params) -> Res
     applied to the merged answer, the others by the engines."""
     filters = parse_filters(request.arg("filters"))
     enabled = filters.pop("enabled", None)
+    if enabled is not None:
+        enabled_wanted(enabled)
     query = {"filters": json_filters(filters)} if filters else {}
     engines = by_node_name(healthy_engines(ctx.cluster))
     answered = await fan_out(
@@ -80,10 +82,18 @@ async def list_plugins(ctx: ApiContext, request: Request, params: Params) -> Res
         for plugin in listing or []:
             copies.setdefault(str(plugin.get("Name", "")), []).append(plugin)
     plugins = [merged(c) for c in copies.values()]
-    if enabled:
-        wanted = {v.lower() in ("true", "1") for v in enabled}
-        plugins = [p for p in plugins if p["Enabled"] in wanted]
+    if enabled is not None:
+        wanted = enabled_wanted(enabled)
+        plugins = [p for p in plugins if p["Enabled"] is wanted]
     return json_response(plugins)
+
+
+def enabled_wanted(values: list[str]) -> bool:
+    """The `enabled` filter read as the engine reads it: `true` wins, then `false`; any
+    other value is refused (checked before the engines are asked)."""
+    if "true" in values or "false" in values:
+        return "true" in values
+    raise HTTPError(400, f"Invalid filter 'enabled=[{' '.join(values)}]'")
 
 
 def json_filters(filters: dict[str, list[str]]) -> str:
