@@ -11,14 +11,16 @@ import asyncio
 import os
 import subprocess
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Protocol
 
+import docker
 import pytest
 import pytest_asyncio
 
 from shoal.sandbox import Sandbox
 from shoal.sandbox.cluster import check_host
+from tests.integration.dockerpy import client_of
 from tests.integration.manager import Manager, running_manager
 
 DOCKER_NEW = "/usr/local/bin/docker"  # docker CLI v28
@@ -72,6 +74,20 @@ async def run_docker(
         raise
     return subprocess.CompletedProcess([binary, *args], proc.returncode or 0,
                                        out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+async def docker_ok(host: str, *args: str, timeout: float = 60) -> str:
+    """`docker ARGS` with the newest CLI, which must succeed: its stdout."""
+    result = await run_docker(host, *args, cli=DOCKER_NEW, timeout=timeout)
+    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}{result.stdout}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def api(manager: Manager) -> Iterator[docker.APIClient]:
+    """docker-py's client of the module's `manager`."""
+    with client_of(manager.tcp) as client:
+        yield client
 
 
 async def remove_all_containers(sandbox: Sandbox) -> None:

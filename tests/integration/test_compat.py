@@ -11,8 +11,8 @@ import json
 import os
 import re
 import tarfile
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import docker
 import pytest
@@ -20,17 +20,11 @@ import pytest_asyncio
 
 from shoal.sandbox import Sandbox
 from tests.integration.conftest import DOCKER_NEW, run_docker
+from tests.integration.conftest import docker_ok as cli
+from tests.integration.dockerpy import API, blocking, engine_clients
 from tests.integration.manager import Manager, running_manager, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-API = "1.41"  # what the sandbox engines (dockerd 20.10) speak
-T = TypeVar("T")
-
-
-async def blocking(call: Callable[[], T]) -> T:
-    """docker-py is synchronous: keep it off the event loop the fixtures run on."""
-    return await asyncio.to_thread(call)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -46,25 +40,10 @@ async def manager(sandbox2: Sandbox) -> AsyncIterator[Manager]:
 
 
 @pytest.fixture(scope="module")
-def api(manager: Manager) -> Iterator[docker.APIClient]:
-    with docker.APIClient(base_url=manager.tcp, version=API, timeout=120) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def engines(sandbox2: Sandbox) -> Iterator[list[docker.APIClient]]:
-    """docker-py clients of node-0 and node-1 themselves."""
-    clients = [docker.APIClient(base_url=n.docker_host, version=API, timeout=120)
-               for n in sandbox2.nodes]
-    yield clients
-    for client in clients:
-        client.close()
-
-
-async def cli(host: str, *args: str, timeout: float = 60) -> str:
-    result = await run_docker(host, *args, cli=DOCKER_NEW, timeout=timeout)
-    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}{result.stdout}"
-    return result.stdout
+    """docker-py clients of the nodes' engines themselves."""
+    with engine_clients(sandbox2) as clients:
+        yield clients
 
 
 def raw(client: docker.APIClient, method: str, path: str, **params: Any) -> tuple[int, Any]:

@@ -241,6 +241,22 @@ async def test_rmi_force_across_nodes(manager: Manager, sandbox3: Sandbox) -> No
     await ok(manager.tcp, "rm", "-f", "uses-forced")
 
 
+async def test_build_on_a_local_network_runs_on_its_node(
+    manager: Manager, sandbox3: Sandbox
+) -> None:
+    """`--network` naming a local network: only its node can attach the build's steps (one
+    network per node, so no single placement can pass by chance)."""
+    ctx = make_context("netmode")
+    for node in ("node-0", "node-1", "node-2"):
+        net, tag = f"buildnet-{node}", f"shoal-netmode:{node}"
+        await ok(manager.tcp, "network", "create", f"{node}/{net}")
+        await ok(manager.tcp, "build", "-q", "--network", net, "-t", tag, ctx)
+        ids = await node_image_ids(sandbox3, tag)
+        assert [n for n, i in ids.items() if i] == [node], ids
+        await ok(manager.tcp, "rmi", tag)
+        await ok(manager.tcp, "network", "rm", net)
+
+
 async def test_push_from_the_holder(manager: Manager, sandbox3: Sandbox) -> None:
     assert sandbox3.registry is not None
     ref = f"{sandbox3.registry.address}/shoal-pushed:v1"

@@ -49,13 +49,33 @@ async def test_swarm_mode_routes_answer_as_an_engine_outside_a_swarm(
     assert await call(method, target) == (503, {"message": message})
 
 
-async def test_swarm_init_is_refused_not_forwarded() -> None:
-    status, _ = await call("POST", "/swarm/init")
+async def test_swarm_init_without_a_healthy_engine_is_the_schedulers_500() -> None:
+    status, body = await call("POST", "/swarm/init")
+    assert status == 500
+    assert "No healthy node" in str(body)
+
+
+async def test_swarm_join_is_refused_not_forwarded() -> None:
+    status, body = await call("POST", "/swarm/join")
     assert status == 501
+    assert "joining a swarm is not supported" in str(body)
 
 
-async def test_plugins_stay_unrouted_as_in_classic_swarm() -> None:
-    assert (await call("GET", "/plugins"))[0] == 404
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET", "/plugins"),
+        ("GET", "/plugins/privileges?remote=x"),
+        ("GET", "/v1.41/plugins/vieux/sshfs:latest/json"),
+        ("POST", "/plugins/vieux/sshfs:latest/enable"),
+        ("DELETE", "/plugins/x"),
+    ],
+)
+async def test_plugin_routes_are_served_not_404(method: str, target: str) -> None:
+    # No engine at all: the scheduler's 500, which shows the route reached a handler.
+    status, body = await call(method, target)
+    assert status == 500
+    assert "No healthy node" in str(body)
 
 
 def test_version_is_classic_swarms_with_shoal_beside_it() -> None:

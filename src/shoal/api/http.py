@@ -420,15 +420,22 @@ async def splice(
     a_writer: asyncio.StreamWriter,
     b_reader: asyncio.StreamReader,
     b_writer: asyncio.StreamWriter,
+    *,
+    upgrade_pause: float = 0.0,
 ) -> None:
     """Copy bytes both ways until both directions end, then close both connections.
 
     At EOF in one direction the other side's write half is closed (FIN, or close_notify on
     a TLS listener, see tls.py) and the other direction keeps going. An error in either
-    direction ends both.
+    direction ends both. With `upgrade_pause`, b's answer head is passed on alone and, if
+    it is a `101`, b's stream follows only that many seconds later.
     """
     up = asyncio.ensure_future(_copy(a_reader, b_writer))
-    down = asyncio.ensure_future(_copy(b_reader, a_writer))
+    down = asyncio.ensure_future(
+        _copy_answer(b_reader, a_writer, upgrade_pause)
+        if upgrade_pause
+        else _copy(b_reader, a_writer)
+    )
     try:
         pending: set[asyncio.Future[None]] = {up, down}
         while pending:
@@ -443,6 +450,24 @@ async def splice(
                 await t
         for w in (a_writer, b_writer):
             w.close()
+
+
+async def _copy_answer(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pause: float
+) -> None:
+    """An answer's head alone, a pause after an upgrade's head, then the rest as `_copy`."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        head = exc.partial  # closed before a whole head: passed on, then the EOF
+    except asyncio.LimitOverrunError:
+        head = b""  # no head within the limit: left in the buffer for `_copy`
+    if head:
+        writer.write(head)
+        await writer.drain()
+        if head.startswith(b"HTTP/1.1 101"):
+            await asyncio.sleep(pause)
+    await _copy(reader, writer)
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -21,6 +21,12 @@ from shoal.api.validation import build_query_object, int64_or_zero
 from shoal.cluster.client import error_message
 from shoal.cluster.cluster import Cluster
 from shoal.cluster.engine import Engine
+from shoal.cluster.resources import (
+    SPECIAL_MODES,
+    add_constraint,
+    has_hard_node_constraint,
+    resolve_network,
+)
 from shoal.scheduler.labels import (
     AFFINITIES_LABEL,
     build_scheduling_config,
@@ -90,7 +96,21 @@ def choose_engine(cluster: Cluster, request: Request) -> tuple[Engine, dict[str,
         config_labels = config.setdefault("Labels", {})
         affinities = parse_label_list(config_labels.get(AFFINITIES_LABEL))
         config_labels[AFFINITIES_LABEL] = go_json_list([*affinities, f"image==~{cached}"])
+    home = local_network_home(cluster, request.arg("networkmode"))
+    if home is not None and not has_hard_node_constraint(config):
+        add_constraint(config, f"node==~{home.name}")
     return cluster.place(config)[0], remaining
+
+
+def local_network_home(cluster: Cluster, mode: str | None) -> Engine | None:
+    """The node of the local network a build's `networkmode` names: the build's steps run
+    attached to it, which only that node can do (soft, as for a container's network)."""
+    if not mode or mode in SPECIAL_MODES or mode.startswith("container:"):
+        return None
+    found = resolve_network(cluster.active_engines(), mode)
+    if found is None or found[1].scope != "local":
+        return None
+    return found[0]
 
 
 def cache_source(cluster: Cluster, request: Request) -> str | None:

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from shoal.api.http import Hijack, Request, Response, StreamResponse
+from shoal.api.primary.swarm_mode import SwarmMode
 from shoal.cluster.client import MAX_API_VERSION, version_tuple
 from shoal.cluster.cluster import Cluster
 
@@ -27,6 +28,8 @@ class ApiContext:
     experimental: bool = False
     #: ("primary", None) or ("replica", "<primary addr>"); replication fills it in later.
     role: Callable[[], tuple[str, str | None]] = lambda: ("primary", None)
+    #: The engine a client made a swarm-mode manager through shoal (or directly), if any.
+    swarm_mode: SwarmMode = field(default_factory=SwarmMode)
 
     _versions: tuple[int, str, str] = (-1, "", "")
 

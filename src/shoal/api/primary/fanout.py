@@ -43,6 +43,12 @@ def healthy_engines(cluster: Cluster) -> list[Engine]:
     return engines
 
 
+def by_node_name(engines: Sequence[Engine]) -> list[Engine]:
+    """The engines in node-name order: for choices that must not depend on discovery order
+    (which engine a `swarm init` goes to, whose copy of a plugin is shown)."""
+    return sorted(engines, key=lambda e: (e.name, e.addr))
+
+
 async def fan_out(
     engines: Sequence[Engine], call: Callable[[Engine], Awaitable[T]], policy: Policy
 ) -> list[tuple[Engine, T]]:

@@ -16,10 +16,11 @@ from typing import Any
 import aiohttp
 
 from shoal.api.http import Request, StreamResponse
+from shoal.api.primary.fanout import Policy, fan_out
 from shoal.api.primary.proxy import quietly
 from shoal.cluster.client import error_message, json_objects
 from shoal.cluster.engine import Engine
-from shoal.cluster.errors import EngineConnectionError
+from shoal.cluster.errors import EngineConnectionError, EngineError
 
 #: What an engine says when an image is for another OS; such a failure is a skip.
 OS_MISMATCH = ("image operating system", "cannot load", "cannot be used on this platform")
@@ -147,6 +148,39 @@ async def fan_in(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def upload_to_each(
+    targets: Sequence[Engine], request: Request, path: str, params: dict[str, str]
+) -> None:
+    """The request's body sent to every target as it arrives, each answer read whole; the
+    failures joined as `fan_out` joins them (every target must succeed)."""
+    fanout = Fanout(request.stream(), len(targets))
+    headers = passed_headers(request)
+    positions = {id(engine): index for index, engine in enumerate(targets)}
+
+    async def send(engine: Engine) -> None:
+        index = positions[id(engine)]
+        try:
+            resp = await engine.stream(
+                "POST", path, params=params, headers=headers, data=fanout.reader(index)
+            )
+            async with resp:
+                raw = await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:  # broke mid-answer
+            raise EngineConnectionError(engine.connection_lost(exc)) from exc
+        finally:
+            fanout.done(index)
+        if resp.status >= 400:
+            raise EngineError(resp.status, error_message(raw, resp.status))
+
+    pump = asyncio.create_task(fanout.pump())
+    try:
+        await fan_out(targets, send, Policy.ALL)
+    finally:
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pump
+
+
 def final_error(errors: list[str], successes: int) -> bytes:
     """The closing error object of a fanned-out stream, unless only OS mismatches failed."""
     if not errors or (successes and all(is_os_mismatch(e) for e in errors)):
@@ -174,6 +208,8 @@ class Tally:
     errors: list[str] = field(default_factory=list)
     failed: set[str] = field(default_factory=set)
     successes: int = 0
+    #: Read a succeeding engine's images again (not after a plugin install).
+    refresh_images: bool = True
 
     def fail(self, engine: Engine, text: str) -> None:
         self.failed.add(engine.name)
@@ -184,7 +220,8 @@ class Tally:
         if engine.name in self.failed:
             return False
         self.successes += 1
-        await quietly(engine.refresh_images)
+        if self.refresh_images:
+            await quietly(engine.refresh_images)
         return True
 
     def final(self) -> bytes:
@@ -233,6 +270,7 @@ class Upload:
     #: `{"status": "<image ID>"}`, which clients read as the ID). Each node imports its own
     #: image (the IDs differ by creation time); the first target's is the one lookups find.
     one_engines_answer: bool = False
+    refresh_images: bool = True
 
     def response(self, request: Request) -> StreamResponse:
         fanout = Fanout(request.stream(), len(self.targets))
@@ -251,7 +289,7 @@ class Upload:
 
     async def _stream(self, fanout: Fanout, headers: dict[str, str]) -> AsyncIterator[bytes]:
         pump = asyncio.create_task(fanout.pump())
-        tally = Tally()
+        tally = Tally(refresh_images=self.refresh_images)
         seen: set[str] = set()
         answers: dict[str, list[Message]] = {}
         try:

@@ -110,10 +110,23 @@ async def list_networks(ctx: ApiContext, request: Request, params: Params) -> Re
 
 
 async def inspect_network(ctx: ApiContext, request: Request, params: Params) -> Response:
+    """From the cache; `?scope=` (local, global, swarm) finds only a network of that scope,
+    as an engine's inspect does."""
     engine, network = find_network(ctx.cluster, params["id"])
+    scope = request.arg("scope")
+    if scope and network.scope != scope:
+        raise HTTPError(404, f"network {params['id']} not found")
     data = dict(network.inspect)
     data["Containers"] = network_containers(network_engines(ctx.cluster, engine, network), network)
     return json_response(data)
+
+
+def needs_swarm(body: dict[str, Any]) -> bool:
+    """A create only a swarm-mode manager can serve: an ingress or attachable network, swarm
+    scope asked for, or an overlay network not asked to be local or global."""
+    scope = body.get("Scope") or ""
+    overlay = body.get("Driver") == "overlay" and scope not in ("local", "global")
+    return bool(body.get("Ingress") or body.get("Attachable") or scope == "swarm" or overlay)
 
 
 async def create_network(ctx: ApiContext, request: Request, params: Params) -> Response:
@@ -131,7 +144,11 @@ async def create_network(ctx: ApiContext, request: Request, params: Params) -> R
         if network.name == name and (node is None or node in (engine.name, engine.id)):
             raise HTTPError(409, f"network with name {name} already exists")
     labels = body.get("Labels") if isinstance(body.get("Labels"), dict) else None
-    engine = cluster.place(placement_config(engines, node, labels))[0]
+    manager = await ctx.swarm_mode.manager_engine(cluster) if needs_swarm(body) else None
+    if manager is not None and node is None:
+        engine = manager  # a swarm-mode network: made by the swarm, on its manager
+    else:
+        engine = cluster.place(placement_config(engines, node, labels))[0]
     created = await engine.call("POST", "/networks/create", body=body)
     nid = str(created.get("Id", ""))
     await quietly(lambda: engine.refresh_network(nid))

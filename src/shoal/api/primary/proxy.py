@@ -29,6 +29,11 @@ from shoal.cluster.errors import EngineConnectionError, EngineFailure
 from shoal.cluster.index import Placed
 from shoal.cluster.passthrough import RawResponse
 
+#: Seconds between an engine's `101 UPGRADED` head and its stream, passed on: docker-py
+#: reads the head through a buffered file and then the raw socket, so stream bytes that
+#: reach it with the head are lost (`attach(logs=True, stream=False)` of a finished
+#: container answers nothing about half the time, against an engine too).
+UPGRADE_PAUSE = 0.05
 #: Response headers an engine sets that describe the engine, not the object.
 ENGINE_ONLY_HEADERS = frozenset({"api-version", "docker-experimental", "ostype", "server", "date"})
 
@@ -202,6 +207,6 @@ def hijack(engine: Engine, target: str) -> Hijack:
                 await writer.drain()
             return
         engine_writer.write(rewrite_head(request.raw_head, target))
-        await splice(reader, writer, engine_reader, engine_writer)
+        await splice(reader, writer, engine_reader, engine_writer, upgrade_pause=UPGRADE_PAUSE)
 
     return Hijack(run)

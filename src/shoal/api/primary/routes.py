@@ -19,6 +19,7 @@ from shoal.api.primary import (
     image_list,
     images,
     networks,
+    plugins,
     swarm,
     system,
     volumes,
@@ -109,6 +110,18 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", "/volumes/prune", volumes.prune_volumes),
     ("GET", "/volumes/{name:.*}", volumes.inspect_volume),
     ("DELETE", "/volumes/{name:.*}", volumes.remove_volume),
-    # swarm mode: answered as an engine outside a swarm
+    # managed plugins: installed on every node, changed where they are
+    ("GET", "/plugins", plugins.list_plugins),
+    ("GET", "/plugins/privileges", images.on_any_engine),
+    ("POST", "/plugins/pull", plugins.pull_plugin),
+    ("POST", "/plugins/create", plugins.create_plugin),
+    ("GET", "/plugins/{name:.*}/json", plugins.inspect_plugin),
+    ("POST", "/plugins/{name:.*}/enable", plugins.enable_plugin),
+    ("POST", "/plugins/{name:.*}/disable", plugins.disable_plugin),
+    ("POST", "/plugins/{name:.*}/set", plugins.set_plugin),
+    ("POST", "/plugins/{name:.*}/upgrade", plugins.upgrade_plugin),
+    ("POST", "/plugins/{name:.*}/push", plugins.push_plugin),
+    ("DELETE", "/plugins/{name:.*}", plugins.remove_plugin),
+    # swarm mode: passed to the engine a client made a swarm manager, if any
     *swarm.ROUTES,
 )
