@@ -61,3 +61,13 @@ async def test_other_answers_are_not_held_back(head: bytes) -> None:
     first, rest, between = await exchange(head)
     assert first + rest == head + b"hello"
     assert between < PAUSE
+
+
+async def test_only_a_one_shot_attach_is_paused() -> None:
+    from shoal.api.http import make_request
+    from shoal.api.primary.proxy import one_shot_attach
+
+    assert one_shot_attach(make_request("POST", "/v1.41/containers/x/attach?logs=1&stream=0"))
+    assert one_shot_attach(make_request("POST", "/containers/x/attach?logs=1"))
+    assert not one_shot_attach(make_request("POST", "/containers/x/attach?stream=1&stdin=1"))
+    assert not one_shot_attach(make_request("POST", "/exec/abc/start"))

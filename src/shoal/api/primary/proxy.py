@@ -29,7 +29,8 @@ from shoal.cluster.errors import EngineConnectionError, EngineFailure
 from shoal.cluster.index import Placed
 from shoal.cluster.passthrough import RawResponse
 
-#: Seconds between an engine's `101 UPGRADED` head and its stream, passed on: docker-py
+#: Seconds between an engine's `101 UPGRADED` head and its stream, passed on, for a
+#: one-shot attach (`one_shot_attach`): docker-py
 #: reads the head through a buffered file and then the raw socket, so stream bytes that
 #: reach it with the head are lost (`attach(logs=True, stream=False)` of a finished
 #: container answers nothing about half the time, against an engine too).
@@ -188,6 +189,14 @@ def rewrite_head(raw_head: bytes, target: str) -> bytes:
     return method + b" " + target.encode() + b" " + version + raw_head[line_end:]
 
 
+def one_shot_attach(request: Request) -> bool:
+    """An attach that only reads what is there (`stream` off): its whole answer follows the
+    head at once, which is when docker-py loses it. Interactive attaches and execs get
+    no pause."""
+    path = request.path.rstrip("/")
+    return path.endswith("/attach") and not request.flag("stream")
+
+
 def hijack(engine: Engine, target: str) -> Hijack:
     """Splice the client with a fresh engine connection that carries its request."""
 
@@ -207,6 +216,7 @@ def hijack(engine: Engine, target: str) -> Hijack:
                 await writer.drain()
             return
         engine_writer.write(rewrite_head(request.raw_head, target))
-        await splice(reader, writer, engine_reader, engine_writer, upgrade_pause=UPGRADE_PAUSE)
+        pause = UPGRADE_PAUSE if one_shot_attach(request) else 0.0
+        await splice(reader, writer, engine_reader, engine_writer, upgrade_pause=pause)
 
     return Hijack(run)
