@@ -156,9 +156,10 @@ def _pack(inspect: dict[str, Any]) -> bytes:
     return packer.compress(orjson.dumps(inspect)) + packer.flush()
 
 
-def _unpack(packed: bytes) -> Any:
+def _unpack(packed: bytes) -> dict[str, Any]:
     unpacker = zlib.decompressobj(zdict=PACKING_DICTIONARY)
-    return orjson.loads(unpacker.decompress(packed) + unpacker.flush())
+    doc = orjson.loads(unpacker.decompress(packed) + unpacker.flush())
+    return doc if isinstance(doc, dict) else {}
 
 
 def _light_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -234,7 +235,7 @@ class Container:
     @property
     def inspect(self) -> dict[str, Any]:
         """The full inspect, decoded afresh: the caller may change it."""
-        return dict(_unpack(self._packed))
+        return _unpack(self._packed)
 
     def _identity(self) -> object:
         return self._packed
