@@ -8,6 +8,7 @@ import os
 import random
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import click
@@ -16,7 +17,8 @@ from shoal import __version__, logs
 from shoal.discovery.base import Discovery, DiscoveryError
 from shoal.discovery.url import TOKEN_GONE, parse_discovery
 from shoal.durations import format_duration
-from shoal.manage_flags import with_manage_flags
+from shoal.flag_values import DEFAULTS
+from shoal.manage_flags import JOIN_FLAGS, LIST_FLAGS, MANAGE_FLAGS, log_flags, with_flags
 from shoal.options import (
     GlobalOptions,
     JoinOptions,
@@ -45,11 +47,14 @@ Arguments:
                    * zk://<ip1>,<ip2>/<path>
                    * [nodes://]<ip1>,<ip2>
 """
-MANAGE_NOTES = """\b
-Cluster options (--cluster-opt):
-   swarm.overcommit=0.05    overcommit to apply on resources
-   swarm.createretry=0      container create retry count after initial failure
-"""
+_CLUSTER_OPTS = (
+    ("swarm.overcommit", DEFAULTS.overcommit, "overcommit to apply on resources"),
+    ("swarm.createretry", DEFAULTS.create_retry,
+     "container create retry count after initial failure"),
+)
+MANAGE_NOTES = "\b\nCluster options (--cluster-opt):\n" + "".join(
+    f"   {key + '=' + value:<25}{text}\n" for key, value, text in _CLUSTER_OPTS
+)
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
@@ -220,9 +225,48 @@ async def run_join(
         await asyncio.sleep(options.heartbeat)
 
 
-def _globals(ctx: click.Context) -> GlobalOptions:
-    obj = ctx.find_object(GlobalOptions)
-    return obj if obj is not None else GlobalOptions()
+_GLOBAL_FLAGS = "shoal.global_flags"
+
+
+@dataclass(frozen=True)
+class GlobalFlags:
+    """The flags before the command as typed; a command's own log flags are merged into them
+    and the whole validated again, so both places take and refuse the same values."""
+
+    debug: bool = False
+    experimental: bool = False
+    log_level: str | None = None
+    log_format: str | None = None
+
+    def setup(self, ctx: click.Context) -> GlobalOptions:
+        """Validate, set logging up and remember these flags (in ``ctx.meta``, shared)."""
+        try:
+            glob = parse_global(
+                debug=self.debug, experimental=self.experimental, log_level=self.log_level,
+                env=os.environ, log_format=self.log_format,
+            )
+        except OptionsError as exc:
+            _fail(exc.message)
+        logs.setup(glob.log_level, glob.log_format)
+        ctx.meta[_GLOBAL_FLAGS] = self
+        ctx.obj = glob
+        return glob
+
+
+def _globals(ctx: click.Context, log_level: str | None, log_format: str | None) -> GlobalOptions:
+    """The global options, with the command's own ``-l``/``--log-format`` winning if given.
+
+    A level given after the command counts as an explicit ``-l``: it wins over ``--debug``.
+    """
+    if log_level is None and log_format is None:
+        obj = ctx.find_object(GlobalOptions)
+        return obj if obj is not None else GlobalOptions()
+    flags: GlobalFlags = ctx.meta.get(_GLOBAL_FLAGS, GlobalFlags())
+    if log_level is not None:
+        flags = replace(flags, log_level=log_level)
+    if log_format is not None:
+        flags = replace(flags, log_format=log_format)
+    return flags.setup(ctx)
 
 
 def _add_manage(group: AliasGroup) -> None:
@@ -232,13 +276,13 @@ def _add_manage(group: AliasGroup) -> None:
         epilog=DISCOVERY_HELP + "\n" + MANAGE_NOTES,
         context_settings=CONTEXT,
     )
-    @with_manage_flags
+    @with_flags(MANAGE_FLAGS, log_flags(after_command=True))
     @click.pass_context
-    def manage(ctx: click.Context, /, discovery: tuple[str, ...], **flags: Any) -> None:
+    def manage(ctx: click.Context, /, discovery: tuple[str, ...], log_level: str | None,
+               log_format: str | None, **flags: Any) -> None:
+        glob = _globals(ctx, log_level, log_format)
         try:
-            options = parse_manage(
-                RawManage(args=discovery, **flags), os.environ, _globals(ctx)
-            )
+            options = parse_manage(RawManage(args=discovery, **flags), os.environ, glob)
         except OptionsError as exc:
             _fail(exc.message)
         from shoal.manage import run
@@ -251,19 +295,11 @@ def _add_manage(group: AliasGroup) -> None:
 def _add_join(group: AliasGroup) -> None:
     @group.command("join", help="Join a docker cluster", epilog=DISCOVERY_HELP,
                    context_settings=CONTEXT)
-    @click.argument("discovery", nargs=-1, metavar="<discovery>")
-    @click.option("--advertise", "--addr", "advertise", default=None,
-                  help="Address of the Docker Engine joining the cluster. Swarm manager(s) "
-                  "MUST be able to reach the Docker Engine at this address. [$SWARM_ADVERTISE]")
-    @click.option("--heartbeat", default="60s", metavar="DURATION", show_default=True,
-                  help="period between each heartbeat")
-    @click.option("--ttl", default="180s", metavar="DURATION", show_default=True,
-                  help="set the expiration of an ephemeral node")
-    @click.option("--delay", default="0s", metavar="DURATION", show_default=True,
-                  help="add a random delay in [0s,delay] to avoid synchronized registration")
-    @click.option("--discovery-opt", "discovery_opts", multiple=True, metavar="KEY=VALUE",
-                  help="discovery options")
-    def join(discovery: tuple[str, ...], **flags: Any) -> None:
+    @with_flags(JOIN_FLAGS, log_flags(after_command=True))
+    @click.pass_context
+    def join(ctx: click.Context, /, discovery: tuple[str, ...], log_level: str | None,
+             log_format: str | None, **flags: Any) -> None:
+        _globals(ctx, log_level, log_format)
         try:
             options = parse_join(RawJoin(args=discovery, **flags), os.environ)
             backend = parse_discovery(
@@ -279,12 +315,11 @@ def _add_join(group: AliasGroup) -> None:
 def _add_list(group: AliasGroup) -> None:
     @group.command("list", help="List nodes in a cluster", epilog=DISCOVERY_HELP,
                    context_settings=CONTEXT)
-    @click.argument("discovery", nargs=-1, metavar="<discovery>")
-    @click.option("--timeout", default="10s", metavar="DURATION", show_default=True,
-                  help="timeout period")
-    @click.option("--discovery-opt", "discovery_opts", multiple=True, metavar="KEY=VALUE",
-                  help="discovery options")
-    def list_(discovery: tuple[str, ...], **flags: Any) -> None:
+    @with_flags(LIST_FLAGS, log_flags(after_command=True))
+    @click.pass_context
+    def list_(ctx: click.Context, /, discovery: tuple[str, ...], log_level: str | None,
+              log_format: str | None, **flags: Any) -> None:
+        _globals(ctx, log_level, log_format)
         try:
             options = parse_list(RawList(args=discovery, **flags), os.environ)
             backend = parse_discovery(
@@ -427,26 +462,14 @@ def build_cli() -> RootGroup:
                  context_settings=CONTEXT)
     @click.version_option(__version__, "--version", "-v", message="shoal version %(version)s")
     @click.option("--debug", is_flag=True, help="debug mode [$DEBUG]")
-    @click.option("--log-level", "-l", "log_level", default=None, metavar="LEVEL",
-                  help="Log level (options: debug, info, warn, error, fatal, panic)"
-                  "  [default: info]")
-    @click.option("--log-format", "log_format", default="text", metavar="FORMAT",
-                  help="Log format (options: text, json)  [default: text]")
+    @with_flags(log_flags(after_command=False))
     @click.option("--experimental", is_flag=True, help="run the experimental build")
     @click.pass_context
     def root(
-        ctx: click.Context, debug: bool, log_level: str | None, log_format: str,
+        ctx: click.Context, debug: bool, log_level: str | None, log_format: str | None,
         experimental: bool,
     ) -> None:
-        try:
-            glob = parse_global(
-                debug=debug, experimental=experimental, log_level=log_level, env=os.environ,
-                log_format=log_format,
-            )
-        except OptionsError as exc:
-            _fail(exc.message)
-        logs.setup(glob.log_level, glob.log_format)
-        ctx.obj = glob
+        GlobalFlags(debug, experimental, log_level, log_format).setup(ctx)
 
     assert isinstance(root, RootGroup)
     for add in (_add_manage, _add_join, _add_list, _add_create, _add_help, _add_sandbox):

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 from shoal.discovery.base import DiscoveryError, split_host_port
 from shoal.discovery.url import KV_SCHEMES, parse_discovery, split_discovery_url
+from shoal.durations import parse_duration
 from shoal.flag_values import (
+    DEFAULTS,
     GO_INT,
     OptionsError,
     flag_duration,
@@ -70,8 +72,8 @@ class GlobalOptions:
 
     debug: bool = False
     experimental: bool = False
-    log_level: str = "info"
-    log_format: str = "text"
+    log_level: str = DEFAULTS.log_level
+    log_format: str = DEFAULTS.log_format
 
 
 @dataclass(frozen=True)
@@ -90,32 +92,32 @@ class ManageOptions:
 
     hosts: list[str]
     discovery: str
-    strategy: str = "spread"
+    strategy: str = DEFAULTS.strategy
     filters: list[str] = field(default_factory=lambda: list(DEFAULT_FILTERS))
     tls: TLSOptions | None = None
     cors: bool = False
-    heartbeat: float = 60.0
-    overcommit: float = 0.05
-    create_retry: int = 0
-    refresh_min: float = 30.0
-    refresh_max: float = 60.0
-    failure_retry: int = 3
-    engine_probe_timeout: float = 5.0
+    heartbeat: float = parse_duration(DEFAULTS.heartbeat)
+    overcommit: float = float(DEFAULTS.overcommit)
+    create_retry: int = int(DEFAULTS.create_retry)
+    refresh_min: float = parse_duration(DEFAULTS.refresh_min)
+    refresh_max: float = parse_duration(DEFAULTS.refresh_max)
+    failure_retry: int = int(DEFAULTS.failure_retry)
+    engine_probe_timeout: float = parse_duration(DEFAULTS.engine_probe_timeout)
     replication: bool = False
-    replication_ttl: float = 20.0
+    replication_ttl: float = parse_duration(DEFAULTS.replication_ttl)
     advertise: str | None = None
     discovery_opts: dict[str, str] = field(default_factory=dict)
     cluster_opts: dict[str, str] = field(default_factory=dict)
     refresh_on_node_filter: bool = False
     container_name_refresh_filter: str = ""
-    api_head_timeout: float = 30.0
-    api_idle_timeout: float = 120.0
-    api_body_timeout: float = 60.0
-    api_body_min_rate: int = 65536
-    api_max_connections: int = 2048
+    api_head_timeout: float = parse_duration(DEFAULTS.api_head_timeout)
+    api_idle_timeout: float = parse_duration(DEFAULTS.api_idle_timeout)
+    api_body_timeout: float = parse_duration(DEFAULTS.api_body_timeout)
+    api_body_min_rate: int = int(DEFAULTS.api_body_min_rate)
+    api_max_connections: int = int(DEFAULTS.api_max_connections)
     debug: bool = False
     experimental: bool = False
-    log_level: str = "info"
+    log_level: str = DEFAULTS.log_level
     #: (host, port) of the metrics and cluster-page listener; None keeps it off.
     metrics_addr: tuple[str, int] | None = None
 
@@ -126,9 +128,9 @@ class JoinOptions:
 
     discovery: str
     advertise: str
-    heartbeat: float = 60.0
-    ttl: float = 180.0
-    delay: float = 0.0
+    heartbeat: float = parse_duration(DEFAULTS.heartbeat)
+    ttl: float = parse_duration(DEFAULTS.ttl)
+    delay: float = parse_duration(DEFAULTS.delay)
     discovery_opts: dict[str, str] = field(default_factory=dict)
 
 
@@ -137,7 +139,7 @@ class ListOptions:
     """Everything ``shoal list`` needs, validated; durations are seconds."""
 
     discovery: str
-    timeout: float = 10.0
+    timeout: float = parse_duration(DEFAULTS.timeout)
     discovery_opts: dict[str, str] = field(default_factory=dict)
 
 
@@ -147,33 +149,33 @@ class RawManage:
 
     args: Sequence[str] = ()
     hosts: Sequence[str] = ()
-    strategy: str = "spread"
+    strategy: str = DEFAULTS.strategy
     filters: Sequence[str] = ()
     replication: bool = False
-    replication_ttl: str = "20s"
+    replication_ttl: str = DEFAULTS.replication_ttl
     advertise: str | None = None
     tls: bool = False
     tlsverify: bool = False
     tlscacert: str | None = None
     tlscert: str | None = None
     tlskey: str | None = None
-    refresh_min: str = "30s"
-    refresh_max: str = "60s"
-    failure_retry: str = "3"
-    refresh_retry: str = "3"
-    engine_probe_timeout: str = "5s"
-    heartbeat: str = "60s"
+    refresh_min: str = DEFAULTS.refresh_min
+    refresh_max: str = DEFAULTS.refresh_max
+    failure_retry: str = DEFAULTS.failure_retry
+    refresh_retry: str = DEFAULTS.refresh_retry
+    engine_probe_timeout: str = DEFAULTS.engine_probe_timeout
+    heartbeat: str = DEFAULTS.heartbeat
     cors: bool = False
-    cluster_driver: str = "swarm"
+    cluster_driver: str = DEFAULTS.cluster_driver
     cluster_opts: Sequence[str] = ()
     discovery_opts: Sequence[str] = ()
     refresh_on_node_filter: bool = False
     container_name_refresh_filter: str = ""
-    api_head_timeout: str = "30s"
-    api_idle_timeout: str = "2m0s"
-    api_body_timeout: str = "1m0s"
-    api_body_min_rate: str = "65536"
-    api_max_connections: str = "2048"
+    api_head_timeout: str = DEFAULTS.api_head_timeout
+    api_idle_timeout: str = DEFAULTS.api_idle_timeout
+    api_body_timeout: str = DEFAULTS.api_body_timeout
+    api_body_min_rate: str = DEFAULTS.api_body_min_rate
+    api_max_connections: str = DEFAULTS.api_max_connections
     metrics_addr: str = ""
 
 
@@ -183,9 +185,9 @@ class RawJoin:
 
     args: Sequence[str] = ()
     advertise: str | None = None
-    heartbeat: str = "60s"
-    ttl: str = "180s"
-    delay: str = "0s"
+    heartbeat: str = DEFAULTS.heartbeat
+    ttl: str = DEFAULTS.ttl
+    delay: str = DEFAULTS.delay
     discovery_opts: Sequence[str] = ()
 
 
@@ -194,7 +196,7 @@ class RawList:
     """``list`` flags as typed."""
 
     args: Sequence[str] = ()
-    timeout: str = "10s"
+    timeout: str = DEFAULTS.timeout
     discovery_opts: Sequence[str] = ()
 
 
@@ -204,18 +206,19 @@ def parse_global(
     experimental: bool,
     log_level: str | None,
     env: Mapping[str, str],
-    log_format: str = "text",
+    log_format: str | None = None,
 ) -> GlobalOptions:
     """Global flags; ``--debug`` (or DEBUG) forces debug unless ``-l`` was given."""
     if not debug:
         debug = parse_bool(env.get("DEBUG", "")) is True
-    level = log_level if log_level is not None else "info"
+    level = log_level if log_level is not None else DEFAULTS.log_level
     try:
         parse_level(level)
     except ValueError as exc:
         raise OptionsError(str(exc)) from None
     if log_level is None and debug:
         level = "debug"
+    log_format = log_format if log_format is not None else DEFAULTS.log_format
     if log_format not in LOG_FORMATS:
         raise OptionsError(f'unsupported log format "{log_format}" (use text or json)')
     return GlobalOptions(
@@ -291,7 +294,7 @@ def parse_cluster_opts(values: Sequence[str]) -> tuple[dict[str, str], float, in
         key, sep, val = value.partition("=")
         if sep and key not in options:
             options[key] = val
-    overcommit = 0.05
+    overcommit = float(DEFAULTS.overcommit)
     if "swarm.overcommit" in options:
         overcommit = go_float(options["swarm.overcommit"])
         if overcommit <= -1:
@@ -303,7 +306,7 @@ def parse_cluster_opts(values: Sequence[str]) -> tuple[dict[str, str], float, in
                 "-1 < swarm.overcommit < 0 will make swarm take less resource "
                 "than docker engine offers"
             )
-    create_retry = 0
+    create_retry = int(DEFAULTS.create_retry)
     if "swarm.createretry" in options:
         create_retry = go_int(options["swarm.createretry"])
         if create_retry < 0:
@@ -366,7 +369,7 @@ def _engine_refresh(raw: RawManage) -> tuple[float, float, int]:
         raise OptionsError("min refresh interval should be a positive number")
     if refresh_max < refresh_min:
         raise OptionsError("max refresh interval cannot be less than min refresh interval")
-    if flag_int(raw.refresh_retry, "--engine-refresh-retry") != 3:
+    if flag_int(raw.refresh_retry, "--engine-refresh-retry") != int(DEFAULTS.refresh_retry):
         raise OptionsError("--engine-refresh-retry is deprecated. Use --engine-failure-retry")
     failure_retry = flag_int(raw.failure_retry, "--engine-failure-retry")
     if failure_retry <= 0:
@@ -408,7 +411,7 @@ def parse_manage(
     hosts = _hosts(raw.hosts, env)
     metrics_addr = parse_metrics_addr(raw.metrics_addr)
     advertise = raw.advertise if raw.advertise is not None else env.get("SWARM_ADVERTISE", "")
-    replication_ttl = 20.0
+    replication_ttl = parse_duration(DEFAULTS.replication_ttl)
     if raw.replication:
         replication_ttl = _replication_ttl(raw, url, advertise)
 

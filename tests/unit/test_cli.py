@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import random
 import sys
@@ -14,9 +16,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from shoal import cli, logs
 from shoal.cli import build_cli, list_first, normalize_argv, option_names, run_join
 from shoal.discovery.base import Discovery, DiscoveryError
-from shoal.options import JoinOptions, ManageOptions
+from shoal.options import JoinOptions, ManageOptions, RawJoin, RawList, RawManage
 from shoal.sandbox.cli import NodeStatus
 
 CLEAN_ENV: dict[str, str | None] = {
@@ -166,6 +169,136 @@ def test_global_flags_reach_manage(
     assert result.exit_code == 0, result.output
     opts = manage_calls[0]
     assert (opts.log_level, opts.debug, opts.experimental) == expected
+
+
+# --- log flags after the command (dockerd's place) -------------------------------------
+
+
+def _logging_now() -> tuple[int, type[logging.Formatter]]:
+    """The root level and the formatter of shoal's handler, as the CLI left them."""
+    root = logging.getLogger()
+    handler = next(h for h in root.handlers if h.get_name() == "shoal-logfmt")
+    assert handler.formatter is not None
+    return root.level, type(handler.formatter)
+
+
+@pytest.fixture
+def logging_manage(monkeypatch: pytest.MonkeyPatch) -> list[ManageOptions]:
+    """Stand-in for shoal.manage that logs one error, to see the format really used."""
+    calls: list[ManageOptions] = []
+
+    def run(options: ManageOptions) -> int:
+        calls.append(options)
+        logging.getLogger("shoal.test").error("hello")
+        return 0
+
+    module = types.ModuleType("shoal.manage")
+    module.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "shoal.manage", module)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("args", "level", "log_format", "debug"),
+    [
+        (["manage", "--log-level", "debug"], "debug", "text", False),
+        (["manage", "-l", "error"], "error", "text", False),
+        (["manage", "-log-level=warn"], "warn", "text", False),
+        (["manage", "-l=WARN"], "warn", "text", False),
+        (["manage", "--log-format", "json"], "info", "json", False),
+        (["manage", "-log-format=json"], "info", "json", False),
+        (["-l", "debug", "manage"], "debug", "text", False),
+        (["--log-format", "json", "manage"], "info", "json", False),
+        # Both given: the command's wins; the other global flags still apply.
+        (["-l", "debug", "manage", "-l", "error"], "error", "text", False),
+        (["--log-format", "json", "manage", "--log-format", "text"], "info", "text", False),
+        (["-l", "error", "manage", "--log-format", "json"], "error", "json", False),
+        (["--log-format", "json", "manage", "-l", "debug"], "debug", "json", False),
+        (["--debug", "manage", "--log-format", "json"], "debug", "json", True),
+        (["--debug", "manage", "-l", "warn"], "warn", "text", True),
+    ],
+)
+def test_log_flags_before_or_after_manage(
+    logging_manage: list[ManageOptions], args: list[str], level: str, log_format: str,
+    debug: bool,
+) -> None:
+    result = invoke([*args, "a:1"])
+    assert result.exit_code == 0, result.output
+    opts = logging_manage[0]
+    assert (opts.log_level, opts.debug) == (level, debug)
+    formatter = logs.JsonFormatter if log_format == "json" else logs.LogfmtFormatter
+    assert _logging_now() == (logs.parse_level(level), formatter)
+    line = result.stdout.splitlines()[-1]
+    if log_format == "json":
+        assert json.loads(line)["msg"] == "hello"
+    else:
+        assert line.endswith("level=error msg=hello")
+
+
+def test_log_flags_after_join(monkeypatch: pytest.MonkeyPatch) -> None:
+    joined: list[JoinOptions] = []
+
+    async def fake_join(backend: Discovery, options: JoinOptions, rng: random.Random) -> None:
+        joined.append(options)
+
+    monkeypatch.setattr(cli, "run_join", fake_join)
+    args = ["--advertise", "1.2.3.4:5", "etcd://127.0.0.1:1/p"]
+    result = invoke(["-l", "error", "join", "--log-format", "json", "-l", "debug", *args])
+    assert result.exit_code == 0, result.output
+    assert len(joined) == 1
+    assert _logging_now() == (logging.DEBUG, logs.JsonFormatter)
+
+
+def test_log_flags_after_list() -> None:
+    result = invoke(["list", "-l", "error", "--log-format", "json", "nodes://a:1"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "a:1\n"
+    assert _logging_now() == (logging.ERROR, logs.JsonFormatter)
+
+
+@pytest.mark.parametrize(
+    ("command", "rest"),
+    [
+        ("manage", ["a:1"]),
+        ("join", ["--advertise", "1.2.3.4:5", "etcd://127.0.0.1:1/p"]),
+        ("list", ["a:1"]),
+    ],
+)
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["-l", "loud"], 'shoal: not a valid log level: "loud"'),
+        (["--log-level=loud"], 'shoal: not a valid log level: "loud"'),
+        (["--log-format", "yaml"], 'shoal: unsupported log format "yaml" (use text or json)\n'),
+    ],
+)
+def test_bad_log_flag_after_command_is_refused_like_before(
+    logging_manage: list[ManageOptions], command: str, rest: list[str], flag: list[str],
+    message: str,
+) -> None:
+    before = invoke([*flag, command, *rest])
+    after = invoke([command, *flag, *rest])
+    for result in (before, after):
+        assert result.exit_code == 1
+        assert result.stderr.startswith(message)
+        assert result.stderr.count("\n") == 1
+        assert "Traceback" not in result.output
+    assert after.stderr == before.stderr
+    assert logging_manage == []
+
+
+@pytest.mark.parametrize(
+    ("command", "raw"), [("manage", RawManage()), ("join", RawJoin()), ("list", RawList())]
+)
+def test_help_defaults_are_the_raw_options_defaults(command: str, raw: Any) -> None:
+    """click's defaults and the raw options' come from one table: they cannot disagree."""
+    fields = {f.name for f in dataclasses.fields(raw)}
+    checked = 0
+    for param in build_cli().commands[command].params:
+        if param.name in fields and isinstance(param.default, str) and param.default:
+            assert param.default == getattr(raw, param.name), param.name
+            checked += 1
+    assert checked == {"manage": 14, "join": 3, "list": 1}[command]
 
 
 # --- single-dash (Go flag) forms ------------------------------------------------------

@@ -11,6 +11,9 @@ from shoal.durations import DurationError, format_duration, parse_duration
 from shoal.options import (
     DEFAULT_FILTERS,
     GlobalOptions,
+    JoinOptions,
+    ListOptions,
+    ManageOptions,
     OptionsError,
     RawJoin,
     RawList,
@@ -128,6 +131,40 @@ def test_manage_defaults() -> None:
     assert opts.cluster_opts == {}
     assert not opts.cors and not opts.refresh_on_node_filter
     assert opts.container_name_refresh_filter == ""
+
+
+def test_validated_defaults_are_the_parsed_flag_defaults() -> None:
+    """The validated options' defaults are the raw defaults, parsed (one table for both)."""
+    opts = parse_manage(M, {})
+    assert opts == ManageOptions(
+        hosts=opts.hosts, discovery=opts.discovery, discovery_opts=opts.discovery_opts
+    )
+    assert (opts.api_head_timeout, opts.api_idle_timeout, opts.api_body_timeout) == (
+        30.0, 120.0, 60.0,
+    )
+    assert (opts.api_body_min_rate, opts.api_max_connections) == (65536, 2048)
+    assert opts.engine_probe_timeout == 5.0
+    join = parse_join(RawJoin(args=("etcd://h:2379/p",), advertise="1.2.3.4:2375"), {})
+    assert join == JoinOptions(
+        discovery=join.discovery, advertise=join.advertise, discovery_opts=join.discovery_opts
+    )
+    assert (join.heartbeat, join.ttl, join.delay) == (60.0, 180.0, 0.0)
+    listing = parse_list(RawList(args=("a:1",)), {})
+    assert listing == ListOptions(discovery="a:1", discovery_opts=listing.discovery_opts)
+    assert listing.timeout == 10.0
+
+
+def test_server_limits_default_to_the_manage_defaults() -> None:
+    from shoal.api.server import ServerLimits  # the API's own defaults read the same table
+
+    opts, limits = parse_manage(M, {}), ServerLimits()
+    assert (limits.head_timeout, limits.idle_timeout) == (
+        opts.api_head_timeout, opts.api_idle_timeout,
+    )
+    assert (limits.body.base, limits.body.rate) == (
+        opts.api_body_timeout, float(opts.api_body_min_rate),
+    )
+    assert limits.max_connections == opts.api_max_connections
 
 
 def test_manage_carries_globals_and_flags() -> None:

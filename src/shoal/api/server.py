@@ -30,6 +30,8 @@ from shoal.api.http import (
 from shoal.api.response_writer import DateClock, linger, write_response, write_stream
 from shoal.api.tls import TLSAcceptor
 from shoal.api.versions import version_response
+from shoal.durations import parse_duration
+from shoal.flag_values import DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +50,14 @@ class ServerLimits:
     their head is sent: they stay open as long as they carry data or wait for it.
     """
 
-    head_timeout: float = 30.0
+    head_timeout: float = parse_duration(DEFAULTS.api_head_timeout)
     """From accepting a connection, or from the first line of a following request, until
     the request head is complete."""
-    idle_timeout: float = 120.0
+    idle_timeout: float = parse_duration(DEFAULTS.api_idle_timeout)
     """How long a keep-alive connection may wait for its next request."""
-    body: BodyPace = field(default_factory=BodyPace)
-    max_connections: int = 2048
+    body: BodyPace = field(default_factory=lambda: BodyPace(
+        parse_duration(DEFAULTS.api_body_timeout), float(DEFAULTS.api_body_min_rate)))
+    max_connections: int = int(DEFAULTS.api_max_connections)
     """Open client connections; more are closed at once (0: no cap)."""
 
 

@@ -5,36 +5,19 @@ Kept apart from the engine's state and operations so each module stays small.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from shoal.sandbox.simulated.records import EngineSpec, SimContainer, SimImage
+from shoal.sandbox.simulated.records import EngineSpec, SimContainer, SimImage
+from shoal.sandbox.simulated.stamps import ZERO_TIME, digest, docker_time
 
 SERVER_VERSION = "20.10.24"
 API_VERSION = "1.41"
 MIN_API_VERSION = "1.12"
-ZERO_TIME = "0001-01-01T00:00:00Z"
 MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
                 "/sys/firmware")
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
-
-
-def digest(*parts: object) -> str:
-    """A stable 64-hex ID from the parts, so a run is reproducible for a seed."""
-    return hashlib.sha256("/".join(str(p) for p in parts).encode()).hexdigest()
-
-
-def docker_time(nano: int) -> str:
-    """RFC 3339 with nanoseconds, as dockerd writes `Created` and `StartedAt`."""
-    if nano <= 0:
-        return ZERO_TIME
-    seconds, frac = divmod(nano, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{frac:09d}Z"
 
 
 class EngineDocuments:

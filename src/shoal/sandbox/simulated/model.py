@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from shoal.sandbox.simulated.documents import EngineDocuments, digest
+from shoal.sandbox.simulated.documents import EngineDocuments
 from shoal.sandbox.simulated.records import (
     EngineSpec,
     SimContainer,
@@ -23,6 +23,7 @@ from shoal.sandbox.simulated.records import (
     SimNetwork,
     SimVolume,
 )
+from shoal.sandbox.simulated.stamps import digest
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 EVENT_HISTORY = 1024

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.sandbox.simulated.documents import digest, docker_time
+from shoal.sandbox.simulated.stamps import digest, docker_time
 
 KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
