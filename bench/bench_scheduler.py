@@ -1,11 +1,17 @@
 """Scheduler benchmark: decisions/s and p50/p99 latency on a large synthetic cluster.
 
 Usage: python bench/bench_scheduler.py [--nodes 1000] [--containers 30000] [--decisions 2000]
+                                       [--requests mixed|plain|fresh]
 
 Each decision runs the default filters and one strategy on a mix of requests (plain,
 published port, constraints, affinities, a soft rule that forces the second pass),
 then records the container as pending on the chosen node, which replaces that
 node's snapshot (and so rebuilds its indexes), as the cluster does.
+
+`--requests plain` sends only requests placed by their size (the kept rankings' fast
+path: a decision re-keys the node changed since the last one); `fresh` gives every
+decision a size not among the sizes kept, so each one keys every node (the fast
+path's cold cost).
 """
 
 from __future__ import annotations
@@ -101,17 +107,36 @@ def requests(rng: random.Random) -> list[dict[str, Any]]:
     ]
 
 
+def plain_requests(rng: random.Random) -> list[dict[str, Any]]:
+    """Requests the kept rankings serve: a few sizes, no rules, ports or dependencies."""
+    return [
+        {"Image": "nginx", "HostConfig": {"Memory": 128 * MB}},
+        {"Image": "x", "HostConfig": {"CpuShares": 2, "Memory": GB}},
+        {"Image": "busybox"},
+    ]
+
+
+def fresh_requests(rng: random.Random) -> list[dict[str, Any]]:
+    """More sizes than the rankings keep, cycled: every decision keys every node."""
+    return [{"Image": "x", "HostConfig": {"Memory": (i + 1) * MB}} for i in range(16)]
+
+
+REQUESTS = {"mixed": requests, "plain": plain_requests, "fresh": fresh_requests}
+
+
 def percentile(sorted_values: list[float], pct: float) -> float:
     idx = min(len(sorted_values) - 1, max(0, round(pct / 100 * (len(sorted_values) - 1))))
     return sorted_values[idx]
 
 
-def bench(strategy: str, n_nodes: int, n_containers: int, decisions: int, seed: int) -> None:
+def bench(
+    strategy: str, n_nodes: int, n_containers: int, decisions: int, seed: int, kind: str
+) -> None:
     rng = random.Random(seed)
     nodes = make_cluster(rng, n_nodes, n_containers)
     position = {id(n): i for i, n in enumerate(nodes)}
     sched = Scheduler(DEFAULT_FILTERS, strategy, rng=random.Random(seed))
-    configs = requests(rng)
+    configs = REQUESTS[kind](rng)
 
     # Cold: the first decisions build every node's indexes (once per node snapshot).
     t0 = time.perf_counter()
@@ -142,7 +167,7 @@ def bench(strategy: str, n_nodes: int, n_containers: int, decisions: int, seed: 
     total = time.perf_counter() - start
     lat = sorted(x * 1000 for x in latencies)
     print(
-        f"{strategy:8s} nodes={n_nodes} containers={n_containers} decisions={decisions} "
+        f"{strategy:8s} {kind:6s} nodes={n_nodes} containers={n_containers} decisions={decisions} "
         f"failures={failures} | {decisions / total:8.1f} decisions/s | "
         f"p50 {statistics.median(lat):6.2f} ms  p99 {percentile(lat, 99):6.2f} ms  "
         f"max {lat[-1]:6.2f} ms | index build ({len(configs)} cold decisions) {cold_ms:6.1f} ms"
@@ -156,9 +181,10 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--strategy", action="append", choices=("spread", "binpack", "random"))
+    parser.add_argument("--requests", choices=tuple(REQUESTS), default="mixed")
     args = parser.parse_args()
     for strategy in args.strategy or ("spread", "binpack", "random"):
-        bench(strategy, args.nodes, args.containers, args.decisions, args.seed)
+        bench(strategy, args.nodes, args.containers, args.decisions, args.seed, args.requests)
 
 
 if __name__ == "__main__":

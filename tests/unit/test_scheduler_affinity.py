@@ -10,7 +10,7 @@ from shoal.scheduler import Scheduler, SchedulerError
 from shoal.scheduler.errors import FilterError
 from shoal.scheduler.filters.affinity import AffinityFilter
 from shoal.scheduler.node import NodeImage
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 from .scheduler_factories import ctr, names, node
 
@@ -34,7 +34,7 @@ def cluster() -> list[Any]:
 
 
 def run(*rules: str, soft: bool = True) -> list[str]:
-    req = Request.from_config({"Env": [f"affinity:{r}" for r in rules]})
+    req = PlacementRequest.from_config({"Env": [f"affinity:{r}" for r in rules]})
     return names(AffinityFilter().apply(req, cluster(), soft))
 
 
@@ -77,9 +77,9 @@ def test_missing_label_is_empty_string_candidate() -> None:
 
 def test_node_without_containers_has_no_candidates() -> None:
     empty = node("empty")
-    req = Request.from_config({"Env": ["affinity:app!=cache"]})
+    req = PlacementRequest.from_config({"Env": ["affinity:app!=cache"]})
     assert names(AffinityFilter().apply(req, [empty], True)) == ["empty"]
-    req = Request.from_config({"Env": ["affinity:app==*"]})
+    req = PlacementRequest.from_config({"Env": ["affinity:app==*"]})
     with pytest.raises(FilterError):
         AffinityFilter().apply(req, [empty], True)
 
@@ -95,7 +95,7 @@ def test_soft_rules_skipped_in_second_pass() -> None:
 
 
 def test_label_form() -> None:
-    req = Request.from_config(
+    req = PlacementRequest.from_config(
         {
             "Labels": {"com.docker.swarm.affinities": '["container==web"]'},
             "Env": ["affinity:app!=cache"],

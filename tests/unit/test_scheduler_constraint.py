@@ -9,7 +9,7 @@ import pytest
 from shoal.scheduler import Scheduler, SchedulerError
 from shoal.scheduler.errors import FilterError
 from shoal.scheduler.filters.constraint import ConstraintFilter
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 from .scheduler_factories import names, node
 
@@ -41,7 +41,7 @@ def cluster() -> list[Any]:
 
 
 def run(*rules: str, soft: bool = True) -> list[str]:
-    req = Request.from_config({"Env": [f"constraint:{r}" for r in rules]})
+    req = PlacementRequest.from_config({"Env": [f"constraint:{r}" for r in rules]})
     return names(ConstraintFilter().apply(req, cluster(), soft))
 
 

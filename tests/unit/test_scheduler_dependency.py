@@ -9,7 +9,7 @@ import pytest
 from shoal.scheduler import Scheduler, SchedulerError
 from shoal.scheduler.errors import FilterError
 from shoal.scheduler.filters.dependency import DependencyFilter
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 from .scheduler_factories import ctr, names, node
 
@@ -27,7 +27,9 @@ def cluster() -> list[Any]:
 
 
 def run(hc: dict[str, Any]) -> list[str]:
-    return names(DependencyFilter().apply(Request.from_config({"HostConfig": hc}), cluster(), True))
+    return names(
+        DependencyFilter().apply(PlacementRequest.from_config({"HostConfig": hc}), cluster(), True)
+    )
 
 
 @pytest.mark.parametrize(
@@ -59,14 +61,14 @@ def test_volumes_from_mode_suffix_and_link_forms() -> None:
 
 def test_ambiguous_prefix_does_not_resolve() -> None:
     n = node("n", ctr(ID1, "a"), ctr(ID2, "b"))
-    req = Request.from_config({"HostConfig": {"VolumesFrom": ["1a2b3c4d5e"]}})
+    req = PlacementRequest.from_config({"HostConfig": {"VolumesFrom": ["1a2b3c4d5e"]}})
     with pytest.raises(FilterError):
         DependencyFilter().apply(req, [n], True)
 
 
 def test_name_beats_id_prefix() -> None:
     n = node("n", ctr(ID1, "x"), ctr("con" + "1" * 61, "y"), ctr(ID2, "con"))
-    req = Request.from_config({"HostConfig": {"Links": ["con:c"]}})
+    req = PlacementRequest.from_config({"HostConfig": {"Links": ["con:c"]}})
     assert names(DependencyFilter().apply(req, [n], True)) == ["n"]
 
 

@@ -7,19 +7,19 @@ import pytest
 from shoal.scheduler import Scheduler, SchedulerError
 from shoal.scheduler.errors import FilterError
 from shoal.scheduler.filters.health import HealthFilter
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 from .scheduler_factories import names, node
 
 
 def test_keeps_only_healthy_nodes_in_order() -> None:
     nodes = [node("a", health=0), node("b", health=1), node("c", health=100), node("d", health=0)]
-    assert names(HealthFilter().apply(Request.from_config({}), nodes, True)) == ["b", "c"]
+    assert names(HealthFilter().apply(PlacementRequest.from_config({}), nodes, True)) == ["b", "c"]
 
 
 def test_no_healthy_node_error_is_raw() -> None:
     with pytest.raises(FilterError):
-        HealthFilter().apply(Request.from_config({}), [node("a", health=0)], True)
+        HealthFilter().apply(PlacementRequest.from_config({}), [node("a", health=0)], True)
     with pytest.raises(SchedulerError) as info:
         Scheduler().select({}, [node("a", health=0)])
     assert str(info.value) == "No healthy node available in the cluster"

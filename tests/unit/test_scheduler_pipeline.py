@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shoal.scheduler import DEFAULT_FILTERS, Scheduler, SchedulerError
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 from .scheduler_factories import ctr, names, node
 
@@ -50,20 +50,20 @@ def test_second_pass_after_strategy_failure() -> None:
 
 
 def test_request_resources_and_legacy_fields() -> None:
-    r = Request.from_config({"HostConfig": {"CpuShares": 2, "Memory": 5}})
+    r = PlacementRequest.from_config({"HostConfig": {"CpuShares": 2, "Memory": 5}})
     assert (r.cpus, r.memory) == (2, 5)
-    r = Request.from_config(
+    r = PlacementRequest.from_config(
         {"Memory": 7, "CpuShares": 3, "HostConfig": {"CpuShares": 2, "Memory": 5}}
     )
     assert (r.cpus, r.memory) == (3, 7)
-    r = Request.from_config({"HostConfig": {"NanoCpus": 1_500_000_000}})
+    r = PlacementRequest.from_config({"HostConfig": {"NanoCpus": 1_500_000_000}})
     assert r.cpus == 2
-    r = Request.from_config({"HostConfig": {"NanoCpus": 2_000_000_000}})
+    r = PlacementRequest.from_config({"HostConfig": {"NanoCpus": 2_000_000_000}})
     assert r.cpus == 2
 
 
 def test_env_and_label_rules_combine() -> None:
-    r = Request.from_config(
+    r = PlacementRequest.from_config(
         {
             "Env": ["constraint:node==a", "PATH=/bin", "affinity:image==x", "whitelist:node==a|b"],
             "Labels": {"com.docker.swarm.constraints": '["region==eu"]'},

@@ -10,7 +10,7 @@ from shoal.scheduler import Scheduler, SchedulerError
 from shoal.scheduler.errors import FilterError
 from shoal.scheduler.filters.port import PortFilter
 from shoal.scheduler.node import NodeContainer
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 from .scheduler_factories import binding, ctr, names, node
 
@@ -24,7 +24,7 @@ def bridge(*bindings: tuple[str, str, str]) -> dict[str, Any]:
 
 
 def run(config: dict[str, Any], *nodes_: Any) -> list[str]:
-    return names(PortFilter().apply(Request.from_config(config), list(nodes_), True))
+    return names(PortFilter().apply(PlacementRequest.from_config(config), list(nodes_), True))
 
 
 def holder(

@@ -1,7 +1,9 @@
-"""Hypothesis properties: filters keep exactly the nodes their rule allows; spread balances."""
+"""Hypothesis properties: filters keep exactly the nodes their rule allows; spread balances;
+the kept rankings give what the full pipeline gives."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from typing import Any
 
@@ -9,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.scheduler import Scheduler
-from shoal.scheduler.errors import ExprError, FilterError
+from shoal.scheduler.errors import ExprError, FilterError, SchedulerError
 from shoal.scheduler.filters import make_filters
 from shoal.scheduler.node import Node, NodeContainer
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 WORDS = ["a", "b", "ab", "ba", "x1", "web", "db"]
 word = st.sampled_from(WORDS)
@@ -93,7 +95,7 @@ def applies(expr: str, soft: bool) -> bool:
 def run_filter(name: str, cfg: dict[str, Any], ns: list[Node], soft: bool) -> list[Node] | None:
     (f,) = make_filters([name])
     try:
-        out = f.apply(Request.from_config(cfg), ns, soft)
+        out = f.apply(PlacementRequest.from_config(cfg), ns, soft)
     except FilterError:
         return None
     ids = [id(n) for n in ns]
@@ -273,9 +275,58 @@ def test_spread_keeps_equal_nodes_balanced(
 @given(text=st.text(alphabet="ab=!~/*.:-_ ()?x", max_size=12))
 def test_parse_never_crashes_unexpectedly(text: str) -> None:
     try:
-        req = Request.from_config({"Env": [f"constraint:{text}"]})
+        req = PlacementRequest.from_config({"Env": [f"constraint:{text}"]})
         exprs = req.constraints
     except ExprError:
         return
     for e in exprs:
         e.match("ab", "x")
+
+
+SIZES = [(0, 0), (0, 1), (1, 0), (1, 3), (2, 2)]
+step = st.tuples(
+    st.sampled_from(SIZES),
+    st.sampled_from([None, 1, 2]),
+    st.integers(0, 9),
+    st.sampled_from(["place", "sicken", "heal", "fill", "keep"]),
+)
+
+
+def decision(sched: Scheduler, config: dict[str, Any], ns: list[Node], limit: int | None) -> Any:
+    """The ranking as node identities, or the error text."""
+    try:
+        return [id(n) for n in sched.select(config, ns, limit=limit)]
+    except SchedulerError as err:
+        return str(err)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    strategy=st.sampled_from(["spread", "binpack"]),
+    ns=nodes(),
+    totals=st.lists(
+        st.tuples(st.sampled_from([0, 1, 2, 4]), st.sampled_from([0, 2, 8])), min_size=5, max_size=5
+    ),
+    steps=st.lists(step, min_size=1, max_size=12),
+)
+def test_kept_rankings_match_the_pipeline(
+    strategy: str, ns: list[Node], totals: list[tuple[int, int]], steps: list[Any]
+) -> None:
+    """Decision after decision, as nodes change, the kept rankings give what the full
+    pipeline gives: the same nodes in the same order, or the same error."""
+    ns = [
+        dataclasses.replace(n, total_cpus=c, total_memory=m)
+        for n, (c, m) in zip(ns, totals, strict=False)
+    ]
+    kept = Scheduler(strategy=strategy)
+    full = Scheduler(strategy=strategy, keep_rankings=False)
+    for (cpus, memory), limit, pick, change in steps:
+        config = {"HostConfig": {"CpuShares": cpus, "Memory": memory}}
+        assert decision(kept, config, ns, limit) == decision(full, config, ns, limit)
+        i = pick % len(ns)
+        if change == "place":
+            ns[i] = ns[i].with_containers(NodeContainer.pending(config))
+        elif change in ("sicken", "heal"):
+            ns[i] = dataclasses.replace(ns[i], health=0 if change == "sicken" else 100)
+        elif change == "fill":
+            ns[i] = dataclasses.replace(ns[i], labels={**ns[i].labels, "containerslots": "1"})

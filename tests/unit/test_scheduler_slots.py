@@ -7,13 +7,13 @@ import pytest
 from shoal.scheduler import Scheduler, SchedulerError
 from shoal.scheduler.errors import FilterError
 from shoal.scheduler.filters.slots import SlotsFilter
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 from .scheduler_factories import ctr, names, node
 
 
 def run(*nodes_: object) -> list[str]:
-    return names(SlotsFilter().apply(Request.from_config({}), list(nodes_), True))  # type: ignore[arg-type]
+    return names(SlotsFilter().apply(PlacementRequest.from_config({}), list(nodes_), True))  # type: ignore[arg-type]
 
 
 def test_limit_counts_all_containers() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from shoal.scheduler import Scheduler, SchedulerError, with_overcommit
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 from shoal.scheduler.strategies import canonical_strategy, make_strategy
 from shoal.scheduler.strategies.base import weigh
 from shoal.scheduler.strategies.binpack import BinpackStrategy
@@ -20,21 +20,36 @@ from .scheduler_factories import ctr, names, node
 GB = 1024**3
 
 
-def req(cpus: int = 0, memory: int = 0) -> Request:
-    return Request.from_config({"HostConfig": {"CpuShares": cpus, "Memory": memory}})
+def req(cpus: int = 0, memory: int = 0) -> PlacementRequest:
+    return PlacementRequest.from_config({"HostConfig": {"CpuShares": cpus, "Memory": memory}})
 
 
 def test_weights() -> None:
     n = node("n", ctr("a", "a", cpus=1, memory=GB), cpus=4, memory=4 * GB, health=100)
-    # cpu (1+1)*100/4 = 50, mem (1+1)*100/4 = 50, health -10*100
-    assert weigh(req(1, GB), [n], -10) == [(50 + 50 - 1000, n)]
-    # nothing requested: both scores fixed at 100
-    assert weigh(req(), [n], 10) == [(200 + 1000, n)]
+    # cpu (1+1)*100/4 = 50, mem (1+1)*100/4 = 50, health -10*100; then 1 container
+    assert SpreadStrategy().keys(1, GB, [n], [7]) == [(50 + 50 - 1000, 1, 7)]
+    # nothing requested: both scores fixed at 100; binpack's sign is -1
+    assert BinpackStrategy().keys(0, 0, [n], [0]) == [(-(200 + 1000), -1, 0)]
 
 
 def test_integer_division() -> None:
     n = node("n", cpus=3, memory=3)
-    assert weigh(req(1, 1), [n], 0) == [(33 + 33, n)]
+    assert weigh(1, 1, [n], [0], sign=1, health_factor=0) == [(33 + 33, 0, 0)]
+
+
+def test_keys_none_where_no_room() -> None:
+    small = node("small", cpus=1, memory=GB)
+    full = node("full", ctr("a", "a", cpus=2), cpus=2, memory=8 * GB)
+    ok = node("ok", cpus=4, memory=8 * GB)
+    keys = SpreadStrategy().keys(2, 2 * GB, [small, full, ok], range(3))
+    assert keys[:2] == [None, None]
+    assert keys[2] is not None and keys[2][2] == 2
+
+
+def test_random_is_not_keyed() -> None:
+    assert SpreadStrategy.keyed and BinpackStrategy.keyed and not RandomStrategy.keyed
+    with pytest.raises(NotImplementedError):
+        RandomStrategy().keys(0, 0, [node("n")], [0])
 
 
 def test_exclusion_and_fit() -> None:

@@ -9,7 +9,7 @@ import pytest
 from shoal.scheduler import Scheduler, SchedulerError
 from shoal.scheduler.errors import FilterError
 from shoal.scheduler.filters.whitelist import WhitelistFilter
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 from .scheduler_factories import names, node
 
@@ -19,7 +19,9 @@ def cluster() -> list[Any]:
 
 
 def run(*rules: str, soft: bool = True, labels: dict[str, str] | None = None) -> list[str]:
-    req = Request.from_config({"Env": [f"whitelist:{r}" for r in rules], "Labels": labels or {}})
+    req = PlacementRequest.from_config(
+        {"Env": [f"whitelist:{r}" for r in rules], "Labels": labels or {}}
+    )
     return names(WhitelistFilter().apply(req, cluster(), soft))
 
 

@@ -118,7 +118,3 @@ class PlacementRequest:
         except ExprError:
             return False
         return any(e.soft for e in exprs)
-
-
-#: The former name, kept while the filter and strategy modules move to `PlacementRequest`.
-Request = PlacementRequest

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any
 
 from shoal.scheduler.errors import (
@@ -18,22 +17,18 @@ from shoal.scheduler.errors import (
 )
 from shoal.scheduler.filters import DEFAULT_FILTERS, Filter, make_filters
 from shoal.scheduler.node import Node
-from shoal.scheduler.ranking import KeptRankings, resources_only
+from shoal.scheduler.ranking import KeptRankings
 from shoal.scheduler.request import PlacementRequest
 from shoal.scheduler.strategies import DEFAULT_STRATEGY, make_strategy
 from shoal.telemetry import NO_TELEMETRY, SchedulerTelemetry
-
-#: (sign, health factor) of the strategies whose rankings can be kept between decisions.
-_KEPT_STRATEGIES: Mapping[str, tuple[int, int]] = MappingProxyType(
-    {"spread": (1, -10), "binpack": (-1, 10)}
-)
 
 
 class Scheduler:
     """Pure placement logic: no I/O, no locking (the caller serialises decisions).
 
     Node views passed in must be snapshots (a changed node is a new object): the
-    rankings of resources-only requests are kept between decisions on that basis.
+    rankings of requests placed by size alone are kept between decisions on that basis
+    (with a keyed strategy, for the requests no filter but a node filter concerns).
     """
 
     def __init__(
@@ -49,12 +44,8 @@ class Scheduler:
         self._strategy = make_strategy(strategy, rng)
         self._telemetry = telemetry
         self._kept: KeptRankings | None = None
-        weights = _KEPT_STRATEGIES.get(self._strategy.name)
-        if weights is not None and keep_rankings:
-            names = self.filter_names
-            self._kept = KeptRankings(
-                *weights, health="health" in names, slots="containerslots" in names
-            )
+        if keep_rankings and self._strategy.keyed:
+            self._kept = KeptRankings(self._strategy, self._filters)
 
     @property
     def filter_names(self) -> list[str]:
@@ -90,8 +81,9 @@ class Scheduler:
         self, config: Mapping[str, Any], nodes: Sequence[Node], limit: int | None
     ) -> list[Node]:
         req = PlacementRequest.from_config(config)
-        if self._kept is not None and resources_only(req):
-            ranked = self._kept.rank(req.cpus, req.memory, nodes, limit)
+        kept = self._kept
+        if kept is not None and kept.serves(req):
+            ranked = kept.rank(req.cpus, req.memory, nodes, limit)
             if ranked is not None:
                 return ranked
         try:

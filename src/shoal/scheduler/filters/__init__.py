@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 from shoal.scheduler.errors import FILTER_NOT_SUPPORTED
 from shoal.scheduler.filters.affinity import AffinityFilter
-from shoal.scheduler.filters.base import Filter
+from shoal.scheduler.filters.base import Filter, NodeFilter
 from shoal.scheduler.filters.constraint import ConstraintFilter
 from shoal.scheduler.filters.dependency import DependencyFilter
 from shoal.scheduler.filters.health import HealthFilter
@@ -52,4 +52,4 @@ def make_filters(names: list[str] | tuple[str, ...]) -> list[Filter]:
     return out
 
 
-__all__ = ["DEFAULT_FILTERS", "FILTER_TYPES", "Filter", "make_filters"]
+__all__ = ["DEFAULT_FILTERS", "FILTER_TYPES", "Filter", "NodeFilter", "make_filters"]

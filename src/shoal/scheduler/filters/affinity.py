@@ -8,7 +8,7 @@ from shoal.scheduler.errors import FilterError
 from shoal.scheduler.expr import Candidates
 from shoal.scheduler.filters.base import Filter
 from shoal.scheduler.node import Node
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 
 def affinity_candidates(node: Node, key: str) -> Candidates:
@@ -25,7 +25,7 @@ class AffinityFilter(Filter):
 
     name = "affinity"
 
-    def apply(self, req: Request, nodes: Sequence[Node], soft: bool) -> list[Node]:
+    def apply(self, req: PlacementRequest, nodes: Sequence[Node], soft: bool) -> list[Node]:
         candidates = list(nodes)
         for expr in req.affinities:
             if expr.soft and not soft:
@@ -41,5 +41,8 @@ class AffinityFilter(Filter):
                 raise FilterError(f"unable to find a node that satisfies the affinity {expr.text}")
         return candidates
 
-    def listing(self, req: Request) -> list[str]:
+    def concerns(self, req: PlacementRequest) -> bool:
+        return bool(req.affinity_rules)
+
+    def listing(self, req: PlacementRequest) -> list[str]:
         return [e.listing for e in req.affinities]

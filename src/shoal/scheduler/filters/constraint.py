@@ -8,7 +8,7 @@ from shoal.scheduler.errors import FilterError
 from shoal.scheduler.expr import Expr
 from shoal.scheduler.filters.base import Filter
 from shoal.scheduler.node import Node
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 
 def _select(expr: Expr, nodes: Sequence[Node]) -> list[Node]:
@@ -32,7 +32,7 @@ class ConstraintFilter(Filter):
 
     name = "constraint"
 
-    def apply(self, req: Request, nodes: Sequence[Node], soft: bool) -> list[Node]:
+    def apply(self, req: PlacementRequest, nodes: Sequence[Node], soft: bool) -> list[Node]:
         candidates = list(nodes)
         for expr in req.constraints:
             if expr.soft and not soft:
@@ -44,5 +44,8 @@ class ConstraintFilter(Filter):
                 )
         return candidates
 
-    def listing(self, req: Request) -> list[str]:
+    def concerns(self, req: PlacementRequest) -> bool:
+        return bool(req.constraint_rules)
+
+    def listing(self, req: PlacementRequest) -> list[str]:
         return [e.text for e in req.constraints]

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from shoal.scheduler.errors import FilterError
 from shoal.scheduler.filters.base import Filter
 from shoal.scheduler.node import Node
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 
-def dependencies(req: Request) -> list[str]:
+def dependencies(req: PlacementRequest) -> list[str]:
     """Container references the new container needs on its node."""
     refs = [v.split(":", 1)[0] for v in req.volumes_from]
     refs.extend(link.split(":", 1)[0] for link in req.links)
@@ -25,7 +25,7 @@ class DependencyFilter(Filter):
 
     name = "dependency"
 
-    def apply(self, req: Request, nodes: Sequence[Node], soft: bool) -> list[Node]:
+    def apply(self, req: PlacementRequest, nodes: Sequence[Node], soft: bool) -> list[Node]:
         refs = dependencies(req)
         if not nodes or not refs:
             return list(nodes)
@@ -38,7 +38,10 @@ class DependencyFilter(Filter):
             )
         return candidates
 
-    def listing(self, req: Request) -> list[str]:
+    def concerns(self, req: PlacementRequest) -> bool:
+        return bool(req.volumes_from or req.links or req.net_container is not None)
+
+    def listing(self, req: PlacementRequest) -> list[str]:
         out = [f"--volumes-from={v}" for v in req.volumes_from]
         out.extend(f"--link={link}" for link in req.links)
         if req.net_container is not None:

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shoal.scheduler.errors import NO_HEALTHY_NODE, FilterError
-from shoal.scheduler.filters.base import Filter
+from shoal.scheduler.errors import NO_HEALTHY_NODE
+from shoal.scheduler.filters.base import NodeFilter
 from shoal.scheduler.node import Node
-from shoal.scheduler.request import Request
 
 
-class HealthFilter(Filter):
+class HealthFilter(NodeFilter):
     """Its error is returned raw, not wrapped into the conditions text."""
 
     name = "health"
+    rejected = NO_HEALTHY_NODE
 
-    def apply(self, req: Request, nodes: Sequence[Node], soft: bool) -> list[Node]:
-        result = [n for n in nodes if n.health > 0]
-        if not result:
-            raise FilterError(NO_HEALTHY_NODE)
-        return result
+    def accepted(self, nodes: Sequence[Node]) -> list[Node]:
+        return [n for n in nodes if n.health > 0]

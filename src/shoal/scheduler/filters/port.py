@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from shoal.scheduler.errors import FilterError
 from shoal.scheduler.filters.base import Filter
 from shoal.scheduler.node import ALL_INTERFACES, Node
-from shoal.scheduler.request import PortRequest, Request, normalize_port
+from shoal.scheduler.request import PlacementRequest, PortRequest, normalize_port
 
 
 def port_in_use(node: Node, binding: PortRequest) -> bool:
@@ -29,7 +29,7 @@ class PortFilter(Filter):
 
     name = "port"
 
-    def apply(self, req: Request, nodes: Sequence[Node], soft: bool) -> list[Node]:
+    def apply(self, req: PlacementRequest, nodes: Sequence[Node], soft: bool) -> list[Node]:
         candidates = list(nodes)
         if req.host_mode:
             for port in req.exposed_ports:
@@ -46,7 +46,11 @@ class PortFilter(Filter):
                 raise FilterError(f"unable to find a node with port {binding.host_port} available")
         return candidates
 
-    def listing(self, req: Request) -> list[str]:
+    def concerns(self, req: PlacementRequest) -> bool:
+        """The ports `apply` checks: exposed ones in host mode, else the bindings."""
+        return bool(req.exposed_ports if req.host_mode else req.port_bindings)
+
+    def listing(self, req: PlacementRequest) -> list[str]:
         if req.host_mode:
             return [f"port {p} (Host mode)" for p in req.exposed_ports]
         return [f"port {b.host_port} (Bridge mode)" for b in req.port_bindings]

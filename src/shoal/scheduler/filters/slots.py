@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shoal.scheduler.errors import NO_SLOTS, FilterError
-from shoal.scheduler.filters.base import Filter
+from shoal.scheduler.errors import NO_SLOTS
+from shoal.scheduler.filters.base import NodeFilter
 from shoal.scheduler.node import Node
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 
-class SlotsFilter(Filter):
+class SlotsFilter(NodeFilter):
     """Every container counts against the limit: stopped and pending ones too."""
 
     name = "containerslots"
+    rejected = NO_SLOTS
 
-    def apply(self, req: Request, nodes: Sequence[Node], soft: bool) -> list[Node]:
-        result = [n for n in nodes if (slots := n.slots_limit) is None or len(n.containers) < slots]
-        if not result:
-            raise FilterError(NO_SLOTS)
-        return result
+    def accepted(self, nodes: Sequence[Node]) -> list[Node]:
+        return [n for n in nodes if (slots := n.slots_limit) is None or len(n.containers) < slots]
 
-    def listing(self, req: Request) -> list[str]:
+    def listing(self, req: PlacementRequest) -> list[str]:
         return ["available container slots"]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from shoal.scheduler.errors import FilterError
 from shoal.scheduler.filters.base import Filter
 from shoal.scheduler.node import Node
-from shoal.scheduler.request import Request
+from shoal.scheduler.request import PlacementRequest
 
 
 class WhitelistFilter(Filter):
@@ -15,7 +15,7 @@ class WhitelistFilter(Filter):
 
     name = "whitelist"
 
-    def apply(self, req: Request, nodes: Sequence[Node], soft: bool) -> list[Node]:
+    def apply(self, req: PlacementRequest, nodes: Sequence[Node], soft: bool) -> list[Node]:
         candidates = list(nodes)
         for expr in req.whitelists:
             if expr.soft and not soft:
@@ -26,5 +26,8 @@ class WhitelistFilter(Filter):
                 raise FilterError(f"unable to find a node that satisfies the whitelist {expr.text}")
         return candidates
 
-    def listing(self, req: Request) -> list[str]:
+    def concerns(self, req: PlacementRequest) -> bool:
+        return bool(req.whitelist_rules)
+
+    def listing(self, req: PlacementRequest) -> list[str]:
         return [e.listing for e in req.whitelists]
